@@ -1,0 +1,3 @@
+from reelscope.cli.main import main
+
+main()

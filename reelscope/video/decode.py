@@ -1,0 +1,84 @@
+"""Decode what the models need: sampled RGB frames and 16 kHz mono audio."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import av
+import numpy as np
+
+from reelscope.errors import CorruptMediaError
+from reelscope.video.media import MediaInfo
+
+AUDIO_RATE = 16_000
+ANALYSIS_MAX_SIDE = 1280  # frames are handed to the models at most this large
+
+
+@dataclass(frozen=True)
+class Frame:
+    index: int  # position among the sampled frames
+    time_s: float
+    rgb: np.ndarray  # H x W x 3, uint8
+
+
+def decode_audio(info: MediaInfo) -> np.ndarray:
+    """The first audio stream as float32 16 kHz mono in [-1, 1]; empty if there is none."""
+    if not info.has_audio:
+        return np.zeros(0, dtype=np.float32)
+    chunks: list[np.ndarray] = []
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=AUDIO_RATE)
+    try:
+        with av.open(str(info.path)) as container:
+            stream = container.streams.audio[0]
+            for frame in container.decode(stream):
+                chunks.extend(f.to_ndarray()[0] for f in resampler.resample(frame))
+            chunks.extend(f.to_ndarray()[0] for f in resampler.resample(None))
+    except av.FFmpegError as exc:
+        raise CorruptMediaError(
+            f"{info.path}: audio cannot be decoded; damaged file ({exc})"
+        ) from exc
+    if not chunks:
+        return np.zeros(0, dtype=np.float32)
+    return np.concatenate(chunks).astype(np.float32) / 32768.0
+
+
+def sample_frames(info: MediaInfo, fps: float) -> Iterator[Frame]:
+    """Yield one frame every ``1/fps`` seconds, scaled to at most ANALYSIS_MAX_SIDE.
+
+    Raises :class:`CorruptMediaError` when the stream is damaged or ends well
+    before its declared duration (a truncated file).
+    """
+    scale = min(1.0, ANALYSIS_MAX_SIDE / max(info.width, info.height))
+    width = round(info.width * scale / 2) * 2
+    height = round(info.height * scale / 2) * 2
+    step = 1.0 / fps
+    next_t = 0.0
+    index = 0
+    last_t = -1.0
+    try:
+        with av.open(str(info.path)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for frame in container.decode(stream):
+                t = float(frame.time) if frame.time is not None else last_t + step
+                last_t = t
+                if t + 1e-6 < next_t:
+                    continue
+                rgb = frame.to_ndarray(format="rgb24", width=width, height=height)
+                yield Frame(index=index, time_s=t, rgb=rgb)
+                index += 1
+                while next_t <= t + 1e-6:
+                    next_t += step
+    except av.FFmpegError as exc:
+        raise CorruptMediaError(
+            f"{info.path}: video cannot be decoded; damaged file ({exc})"
+        ) from exc
+    if index == 0:
+        raise CorruptMediaError(f"{info.path}: no video frame could be decoded; damaged file")
+    frame_gap = 1.0 / info.fps if info.fps > 0 else 0.1
+    if last_t + frame_gap < info.duration_s - max(1.0, 0.1 * info.duration_s):
+        raise CorruptMediaError(
+            f"{info.path}: video stops at {last_t:.1f} s of {info.duration_s:.1f} s; "
+            "the file is truncated"
+        )

