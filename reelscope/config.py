@@ -51,6 +51,8 @@ class Settings:
         default="small",
         metadata=_help("PP-OCRv6 model size: small (default, more accurate) or tiny (faster)"),
     )
+    ocr_det_max_side: int = field(default=960, metadata=_help(
+        "frames are scaled so their longer side is at most this for text detection"))
     ocr_change_threshold: float = field(
         default=20.0,
         metadata=_help(
@@ -86,7 +88,10 @@ class Settings:
         return settings
 
     def validate(self) -> None:
-        positive = ("sample_fps", "max_duration_s", "max_side_px", "max_file_mb", "similar_k")
+        positive = (
+            "sample_fps", "max_duration_s", "max_side_px", "max_file_mb", "similar_k",
+            "ocr_det_max_side", "ocr_refresh_s",
+        )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"setting {name} must be positive, got {getattr(self, name)}")

@@ -191,11 +191,11 @@ def transcode(
                 continue
             if isinstance(frame, av.VideoFrame):
                 small = frame.reformat(width=width, height=height, format="yuv420p")
-                small.pts = None
+                small.pts = round((frame.time - start_s) * vout.average_rate) if frame.time else 0
+                small.time_base = Fraction(1, int(vout.average_rate))
                 out.mux(vout.encode(small))
             elif aout is not None:
                 for piece in resampler.resample(frame):
-                    piece.pts = None
                     out.mux(aout.encode(piece))
         out.mux(vout.encode(None))
         if aout is not None:

@@ -9,6 +9,7 @@ ground truth the tests check against.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -31,6 +32,12 @@ SCENES = (
 )
 
 SPEC = ClipSpec(scenes=SCENES, speech=SPEECH)
+
+# A 15 s variant for benchmarks (`--long`): one more scene and sentence.
+LONG_SPEC = ClipSpec(
+    scenes=(*SCENES, Scene(data.chelsea()[:, ::-1], 3.0, ("明天见", "See you tomorrow"))),
+    speech=SPEECH + " See you all tomorrow.",
+)
 
 
 def ground_truth() -> dict[str, object]:
@@ -56,6 +63,14 @@ def ground_truth() -> dict[str, object]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description="regenerate the sample clip")
+    parser.add_argument("--long", type=Path, metavar="PATH",
+                        help="write only the 15 s benchmark variant to PATH")
+    args = parser.parse_args()
+    if args.long:
+        clip = write_clip(args.long, LONG_SPEC)
+        print(f"wrote {clip} ({clip.stat().st_size / 1e6:.2f} MB, {total_duration(LONG_SPEC)} s)")
+        return
     out_dir = Path(__file__).resolve().parent.parent / "samples"
     out_dir.mkdir(exist_ok=True)
     clip = write_clip(out_dir / "sample.mp4", SPEC)

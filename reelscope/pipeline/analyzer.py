@@ -1,7 +1,8 @@
 """One analysis, start to finish: decode, run every task, aggregate, store.
 
-Two lanes run at once on the CPU: speech (audio decode, Whisper, then the
-sentiment models' warm-up) and pictures (frame decode, classifier, OCR, PDQ).
+Two lanes run at once on the CPU: speech (audio decode, Whisper, Chromaprint,
+then the sentiment models' warm-up) and pictures (frame decode, classifier, OCR,
+PDQ, then the text encoder's warm-up).
 Everything that needs both comes after, and the database is written once, in
 one transaction, at the very end.
 """
@@ -24,13 +25,19 @@ from reelscope.store.store import ReferenceInfo, Store
 from reelscope.tasks import sentiment
 from reelscope.tasks.classify import video_labels, visual_embedding
 from reelscope.tasks.copyright import match_library
-from reelscope.tasks.fingerprint import Fingerprint, fingerprint
+from reelscope.tasks.fingerprint import (
+    Fingerprint,
+    audio_fingerprint,
+    fingerprint,
+    frame_hashes,
+)
 from reelscope.tasks.ocr import merge_captions, read_frames
 from reelscope.video.decode import Frame, decode_audio, sample_frames
 from reelscope.video.media import Limits, MediaInfo, check_file, file_sha256, probe
 
 ProgressFn = Callable[[str], None]
 STAGES = (
+    "audio_fingerprint",
     "decode",
     "labels",
     "ocr",
@@ -91,9 +98,11 @@ class Analyzer:
                     ),
                     step,
                 )
-            audio, transcript = speech.result()
-        with self._timed("fingerprint", timings):
-            fp = fingerprint(frames, audio, step)
+            with self._timed("fingerprint", timings):
+                hashes, quality = frame_hashes(frames)
+            _ = self.models.text_encoder
+            transcript, audio_fp, audio_item_s = speech.result()
+        fp = Fingerprint(step, hashes, quality, audio_fp, audio_item_s)
         with self._timed("sentiment", timings):
             feeling = sentiment.analyze(
                 [
@@ -150,12 +159,14 @@ class Analyzer:
 
     def _speech_lane(
         self, info: MediaInfo, timings: dict[str, float]
-    ) -> tuple[np.ndarray, Transcript]:
+    ) -> tuple[Transcript, np.ndarray, float]:
         with self._timed("asr", timings):
             audio = decode_audio(info)
             transcript = self.models.speech.transcribe(audio)
+        with self._timed("audio_fingerprint", timings):
+            items, item_s = audio_fingerprint(audio)
         _ = self.models.sentiment_ready
-        return audio, transcript
+        return transcript, items, item_s
 
     def _decode_frames(self, info: MediaInfo, timings: dict[str, float]) -> list[Frame]:
         with self._timed("decode", timings):

@@ -34,7 +34,8 @@ class Models:
 
     @cached_property
     def ocr(self) -> OcrReader:
-        return OcrReader(self.settings.ocr_model, threads=self.picture_threads)
+        return OcrReader(self.settings.ocr_model, threads=self.picture_threads,
+                         det_max_side=self.settings.ocr_det_max_side)
 
     @cached_property
     def speech(self) -> SpeechRecognizer:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import tempfile
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -54,7 +57,8 @@ def export_onnx(cache_dir: Path) -> Path:
     class WithFeatures(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.net = EfficientNet.from_pretrained(spec.name, weights_path=str(weights))
+            with contextlib.redirect_stdout(io.StringIO()):  # the package prints on load
+                self.net = EfficientNet.from_pretrained(spec.name, weights_path=str(weights))
 
         def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             pooled = self.net.extract_features(x).mean(dim=(2, 3))
@@ -64,7 +68,8 @@ def export_onnx(cache_dir: Path) -> Path:
     size = int(spec.extra["input_size"])
     fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=cache_dir)
     os.close(fd)
-    with torch.no_grad():
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's constant-folding notes
         torch.onnx.export(
             net,
             (torch.zeros(1, 3, size, size),),

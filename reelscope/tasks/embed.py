@@ -22,6 +22,7 @@ class TextEncoder:
             raise ModelError(f"the text encoder package is missing: {exc}") from exc
         model(MODEL_KEY).paths()
         self._use: Any = USE()
+        self._use.encode(["warm up"])  # the weights load on the first call
 
     @property
     def engine(self) -> EngineUse:

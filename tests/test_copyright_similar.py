@@ -1,0 +1,70 @@
+"""Copyright matching and similar videos, on re-encoded copies and unrelated clips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import SAMPLE
+
+
+@pytest.fixture(scope="module")
+def library(run_cli: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
+    db = tmp_path_factory.mktemp("lib") / "lib.db"
+    added = run_cli("references", "add", str(SAMPLE), "--title", "Song A", db=db)
+    assert added.code == 0, added.stderr
+    return db, int(added.stdout.strip())
+
+
+def test_adding_the_same_reference_twice_keeps_one(run_cli: Any, library: tuple[Path, int]) -> None:
+    db, ref_id = library
+    again = run_cli("references", "add", str(SAMPLE), "--title", "Song A again", db=db)
+    assert again.code == 0 and int(again.stdout.strip()) == ref_id
+    assert "already in the library" in again.stderr
+    listed = run_cli("references", "list", db=db)
+    assert listed.stdout.count("\n") == 1 and "Song A" in listed.stdout
+
+
+def test_reencoded_copy_is_matched(
+    run_cli: Any, library: tuple[Path, int], reencoded_copy: Path
+) -> None:
+    db, ref_id = library
+    result = run_cli("analyze", str(reencoded_copy), "--json", db=db)
+    assert result.code == 0, result.stderr
+    matches = result.json()["copyright"]
+    assert matches and matches[0]["reference_id"] == ref_id and matches[0]["title"] == "Song A"
+    best = matches[0]
+    assert best["score"] >= 0.8
+    assert best["video_score"] >= 0.8 and best["audio_score"] >= 0.6
+    assert best["query_start_s"] == pytest.approx(best["reference_start_s"], abs=0.6)
+    assert best["duration_s"] >= 8.0
+
+
+def test_different_clip_is_not_matched(
+    run_cli: Any, library: tuple[Path, int], different_clip: Path
+) -> None:
+    db, _ = library
+    result = run_cli("analyze", str(different_clip), "--json", db=db)
+    assert result.code == 0, result.stderr
+    assert result.json()["copyright"] == []
+
+
+def test_similar_finds_the_original_of_a_copy(
+    run_cli: Any, tmp_path: Path, reencoded_copy: Path, different_clip: Path
+) -> None:
+    db = tmp_path / "similar.db"
+    ids = {}
+    for name, clip in (("original", SAMPLE), ("other", different_clip), ("copy", reencoded_copy)):
+        result = run_cli("analyze", str(clip), "--json", db=db)
+        assert result.code == 0, result.stderr
+        ids[name] = result.json()["video"]["id"]
+        if name == "copy":
+            assert result.json()["similar"][0]["video_id"] == ids["original"]
+    found = run_cli("similar", ids["copy"], "--json", db=db)
+    assert found.code == 0, found.stderr
+    ranked = [s["video_id"] for s in found.json()]
+    assert ranked == [ids["original"], ids["other"]]
+    human = run_cli("similar", ids["copy"], db=db)
+    rows = [ln for ln in human.stdout.splitlines() if ids["original"] in ln or ids["other"] in ln]
+    assert ids["original"] in rows[0] and ids["other"] in rows[1]

@@ -1,0 +1,71 @@
+"""The same store code on PostgreSQL (the server on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from conftest import SAMPLE
+from test_bad_input import _truncated
+
+ADMIN_URL = os.environ.get(
+    "REELSCOPE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture(scope="module")
+def pg_url() -> Iterator[str]:
+    """A fresh database on the local server, dropped afterwards."""
+    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"reelscope_test_{uuid.uuid4().hex[:8]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"PostgreSQL not reachable at {ADMIN_URL}: {exc.orig}")
+    yield ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _rows(url: str) -> tuple[list[Any], list[Any]]:
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        videos = conn.execute(
+            sa.text("SELECT id, sha256, report_json FROM videos ORDER BY id")
+        ).all()
+        refs = conn.execute(sa.text("SELECT id, title FROM copyright_references ORDER BY id")).all()
+    engine.dispose()
+    return list(videos), list(refs)
+
+
+def test_analyze_show_and_match_on_postgres(
+    run_cli: Any, pg_url: str, tmp_path: Path, reencoded_copy: Path
+) -> None:
+    added = run_cli("references", "add", str(SAMPLE), "--title", "Song A", db=pg_url)
+    assert added.code == 0, added.stderr
+    ref_id = int(added.stdout)
+
+    result = run_cli("analyze", str(reencoded_copy), "--json", db=pg_url)
+    assert result.code == 0, result.stderr
+    report = result.json()
+    assert report["copyright"][0]["reference_id"] == ref_id
+    assert "This is my cat" in {e["text"] for e in report["ocr"]}
+
+    shown = run_cli("show", report["video"]["id"], "--json", db=pg_url)
+    assert shown.code == 0 and shown.json()["transcript"] == report["transcript"]
+
+    before = _rows(pg_url)
+    bad = run_cli("analyze", str(_truncated(tmp_path / "cut.mp4")), db=pg_url)
+    assert bad.code == 2 and "truncated or damaged" in bad.stderr
+    assert _rows(pg_url) == before
