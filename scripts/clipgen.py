@@ -48,6 +48,7 @@ class ClipSpec:
     crf: int = 30
     audio_rate: int = 22050
     with_video: bool = True
+    silent_audio: bool = False  # with speech=None: an audio track of digital silence
     extra: dict[str, object] = field(default_factory=dict)
 
 
@@ -118,6 +119,8 @@ def write_clip(path: Path, spec: ClipSpec) -> Path:
     """Encode ``spec`` as H.264 + AAC in an MP4 (or audio only when with_video=False)."""
     duration = total_duration(spec)
     audio = None
+    if spec.speech is None and spec.silent_audio:
+        audio = np.zeros(int(duration * spec.audio_rate), np.int16)
     if spec.speech is not None:
         samples, rate = speak(spec.speech, spec.voice, spec.words_per_minute)
         audio = _resample(samples, rate, spec.audio_rate)

@@ -161,14 +161,27 @@ def test_debug_variable_shows_the_traceback(run_cli: Any, db: Path, tmp_path: Pa
     assert result.code != 0 and "Traceback" in result.stderr
 
 
-def test_video_without_audio_is_analyzed(run_cli: Any, db: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("silent_track", [False, True], ids=["no audio stream", "silent audio"])
+def test_video_without_sound_is_analyzed(
+    run_cli: Any, db: Path, tmp_path: Path, silent_track: bool
+) -> None:
     from skimage import data
 
-    spec = clipgen.ClipSpec(scenes=(clipgen.Scene(data.chelsea(), 3.0, ("没有声音", "No sound")),))
+    spec = clipgen.ClipSpec(
+        scenes=(clipgen.Scene(data.chelsea(), 3.0, ("没有声音", "No sound")),),
+        silent_audio=silent_track,
+    )
     clip = clipgen.write_clip(tmp_path / "silent.mp4", spec)
     result = run_cli("analyze", str(clip), "--json", db=db)
     assert result.code == 0, result.stderr
     report = result.json()
-    assert report["video"]["has_audio"] is False
+    assert report["video"]["has_audio"] is silent_track
     assert report["transcript"] == {"language": "", "text": "", "segments": []}
     assert {e["text"] for e in report["ocr"]} >= {"没有声音", "No sound"}
+
+
+def test_invalid_setting_is_a_clear_error(run_cli: Any, db: Path) -> None:
+    before = db_dump(db)
+    result = run_cli("analyze", str(SAMPLE), db=db, env={"REELSCOPE_SAMPLE_FPS": "fast"})
+    _assert_one_clear_error(result, "REELSCOPE_SAMPLE_FPS='fast' is not a valid float")
+    assert db_dump(db) == before

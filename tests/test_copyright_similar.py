@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import SAMPLE
+from conftest import SAMPLE, clipgen
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +39,21 @@ def test_reencoded_copy_is_matched(
     assert best["video_score"] >= 0.8 and best["audio_score"] >= 0.6
     assert best["query_start_s"] == pytest.approx(best["reference_start_s"], abs=0.6)
     assert best["duration_s"] >= 8.0
+
+
+def test_trimmed_copy_is_matched_at_its_offset(
+    run_cli: Any, library: tuple[Path, int], clips: Path
+) -> None:
+    """A copy that starts 4 s into the reference, smaller and re-encoded."""
+    db, ref_id = library
+    trimmed = clipgen.transcode(SAMPLE, clips / "trimmed.mp4", 540, 960, crf=34, start_s=4.0)
+    result = run_cli("analyze", str(trimmed), "--json", db=db)
+    assert result.code == 0, result.stderr
+    best = result.json()["copyright"][0]
+    assert best["reference_id"] == ref_id
+    assert best["query_start_s"] == pytest.approx(0.0, abs=0.6)
+    assert best["reference_start_s"] == pytest.approx(4.0, abs=0.6)
+    assert best["duration_s"] >= 6.0
 
 
 def test_different_clip_is_not_matched(

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from reelscope.cli.options import ANALYSIS_FIELDS, build_settings, settings_options
 from reelscope.cli.render import similar_table, summary
@@ -40,13 +40,15 @@ def _settings(ctx: click.Context, overrides: dict[str, Any]) -> Settings:
 
 
 @contextmanager
-def _progress(enabled: bool) -> Iterator[Any]:
-    if not enabled or not err.is_terminal:
+def _progress() -> Iterator[Any]:
+    """A progress bar on stderr when it is a terminal; nothing otherwise."""
+    if not err.is_terminal:
         yield None
         return
     with Progress(
         SpinnerColumn(),
         TextColumn("{task.description}"),
+        BarColumn(),
         TimeElapsedColumn(),
         console=err,
         transient=True,
@@ -64,7 +66,7 @@ def analyze(ctx: click.Context, path: Path, as_json: bool, force: bool, **overri
     """Analyze the video at PATH and store its report."""
     settings = _settings(ctx, overrides)
     store = Store(settings.database_url)
-    with _progress(True) as bar:
+    with _progress() as bar:
         task = bar.add_task("analyzing", total=len(STAGES)) if bar else None
 
         def on_stage(stage: str) -> None:
