@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import tomllib
 from dataclasses import dataclass, field
@@ -10,6 +9,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from reelscope.digest import sha256_file
 from reelscope.errors import ModelError
 
 __all__ = ["ModelSpec", "catalogue", "model"]
@@ -49,14 +49,6 @@ class ModelSpec:
                     f"model {self.name}: {path} is damaged (sha256 mismatch); reinstall its package"
                 )
         return paths
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _package_dir(package: str) -> Path:

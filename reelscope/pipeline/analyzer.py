@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from reelscope.config import Settings
+from reelscope.digest import sha256_file
 from reelscope.pipeline.models import Models
 from reelscope.report import Report, Transcript, VideoInfo
 from reelscope.store.store import ReferenceInfo, Store
@@ -33,7 +34,7 @@ from reelscope.tasks.fingerprint import (
 )
 from reelscope.tasks.ocr import merge_captions, read_frames
 from reelscope.video.decode import Frame, decode_audio, sample_frames
-from reelscope.video.media import Limits, MediaInfo, check_file, file_sha256, probe
+from reelscope.video.media import Limits, MediaInfo, check_file, probe
 
 ProgressFn = Callable[[str], None]
 STAGES = (
@@ -73,7 +74,7 @@ class Analyzer:
     def analyze(self, path: Path, force: bool = False) -> Outcome:
         start = time.perf_counter()
         check_file(path, self.limits)
-        sha = file_sha256(path)
+        sha = sha256_file(path)
         if not force:
             stored = self.store.find_by_sha256(sha)
             if stored is not None:
@@ -144,7 +145,7 @@ class Analyzer:
     def add_reference(self, path: Path, title: str) -> ReferenceInfo:
         """Fingerprint ``path`` into the copyright library (same content: same id)."""
         check_file(path, self.limits)
-        sha = file_sha256(path)
+        sha = sha256_file(path)
         info = probe(path, self.limits)
         timings: dict[str, float] = {}
         frames = self._decode_frames(info, timings)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from functools import cached_property
 
 from reelscope.config import Settings
@@ -23,7 +22,6 @@ class Models:
         total = settings.cpu_threads
         self.speech_threads = max(1, total // 2)
         self.picture_threads = max(1, total - self.speech_threads)
-        self._lock = threading.Lock()
 
     @cached_property
     def classifier(self) -> Classifier:
@@ -47,6 +45,11 @@ class Models:
     @cached_property
     def text_encoder(self) -> TextEncoder:
         return TextEncoder()
+
+    def close(self) -> None:
+        """Free the engine runners that were loaded."""
+        if "classifier" in self.__dict__:
+            self.classifier.runner.__exit__(None, None, None)
 
     @cached_property
     def sentiment_ready(self) -> bool:

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
+from reelscope.digest import sha256_file
 from reelscope.errors import ModelError
-from reelscope.models import model, sha256_file
+from reelscope.models import model
 from reelscope.report import EngineUse, Segment, Transcript
 
 MODEL_KEY = "asr"

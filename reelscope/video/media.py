@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,14 +53,6 @@ def check_file(path: Path, limits: Limits) -> int:
             f"{path}: file is {size / 1e6:.1f} MB, over the {limits.max_file_mb:g} MB limit"
         )
     return size
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def probe(path: Path, limits: Limits) -> MediaInfo:
