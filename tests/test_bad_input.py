@@ -57,6 +57,24 @@ def _truncated(p: Path) -> Path:
     return p
 
 
+def _truncated_faststart(p: Path) -> Path:
+    """Half of a 'fast start' MP4 (index first): it opens, then the frames run out."""
+    whole = p.with_name("whole-faststart.mp4")
+    with (
+        av.open(str(SAMPLE)) as inp,
+        av.open(str(whole), "w", options={"movflags": "faststart"}) as out,
+    ):
+        streams = {s: out.add_stream_from_template(s) for s in inp.streams}
+        for packet in inp.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream]
+                out.mux(packet)
+    data = whole.read_bytes()
+    assert data.find(b"moov") < 64  # the index is at the front
+    p.write_bytes(data[: len(data) // 2])
+    return p
+
+
 def _corrupt(p: Path) -> Path:
     data = bytearray(SAMPLE.read_bytes())
     moov = data.find(b"moov")
@@ -86,6 +104,7 @@ CASES: list[tuple[str, Callable[[Path], Path], str, str]] = [
     ("pdf", _pdf, "doc.mp4", "not a video file (it looks like a PDF document)"),
     ("empty", _empty, "empty.mp4", "the file is empty (0 bytes)"),
     ("truncated", _truncated, "cut.mp4", "the file is truncated or damaged"),
+    ("truncated fast start", _truncated_faststart, "cut2.mp4", "the file is truncated"),
     ("corrupt", _corrupt, "broken.mp4", "the file is truncated or damaged"),
     ("audio only", _audio_only, "song.m4a", "has no video stream (audio only)"),
 ]
