@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 import wave
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -49,7 +49,6 @@ class ClipSpec:
     audio_rate: int = 22050
     with_video: bool = True
     silent_audio: bool = False  # with speech=None: an audio track of digital silence
-    extra: dict[str, object] = field(default_factory=dict)
 
 
 def font_path() -> str:

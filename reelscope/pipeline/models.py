@@ -46,11 +46,6 @@ class Models:
     def text_encoder(self) -> TextEncoder:
         return TextEncoder()
 
-    def close(self) -> None:
-        """Free the engine runners that were loaded."""
-        if "classifier" in self.__dict__:
-            self.classifier.runner.__exit__(None, None, None)
-
     @cached_property
     def sentiment_ready(self) -> bool:
         sentiment.warm_up()
