@@ -9,6 +9,11 @@
     │   └── LimitExceededError      over a duration / resolution / file-size limit
     ├── ModelError                  a model's files are missing, damaged or fail to load
     ├── EngineError                 building, loading or running an engine failed
+    │   ├── UnsupportedBuildError   a backend/precision/source combination that cannot be built
+    │   ├── EngineFileError         not an engine file, or a truncated or corrupt one
+    │   ├── EngineMismatchError     an engine built for another device or other versions
+    │   ├── ShapeError              an input outside the engine's shapes or profiles
+    │   └── AccuracyGateError       a build less accurate than the fp32 reference allows
     └── StoreError                  the database cannot be reached or written
         └── NotFoundError           no stored video or reference with that id
 
@@ -19,16 +24,21 @@ the boundary with ``raise ... from exc`` so callers catch one tree.
 from __future__ import annotations
 
 __all__ = [
+    "AccuracyGateError",
     "ConfigError",
     "CorruptMediaError",
     "EngineError",
+    "EngineFileError",
+    "EngineMismatchError",
     "InputError",
     "InputNotFoundError",
     "LimitExceededError",
     "ModelError",
     "NotFoundError",
     "ReelscopeError",
+    "ShapeError",
     "StoreError",
+    "UnsupportedBuildError",
     "UnsupportedMediaError",
 ]
 
@@ -66,6 +76,30 @@ class ModelError(ReelscopeError):
 
 
 class EngineError(ReelscopeError):
+    pass
+
+
+class UnsupportedBuildError(EngineError):
+    pass
+
+
+class EngineFileError(EngineError):
+    pass
+
+
+class EngineMismatchError(EngineError):
+    """``differences`` lists what differs, one ``field: built for X, here Y`` per entry."""
+
+    def __init__(self, message: str, differences: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.differences = differences
+
+
+class ShapeError(EngineError):
+    pass
+
+
+class AccuracyGateError(EngineError):
     pass
 
 

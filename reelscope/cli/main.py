@@ -14,6 +14,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from reelscope.cli.engine import engine_group
 from reelscope.cli.options import ANALYSIS_FIELDS, build_settings, settings_options
 from reelscope.cli.render import similar_table, summary
 from reelscope.config import Settings
@@ -162,6 +163,9 @@ def main() -> None:
             err=True,
         )
         sys.exit(70)
+
+
+cli.add_command(engine_group)
 
 
 if __name__ == "__main__":

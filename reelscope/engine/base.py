@@ -1,20 +1,32 @@
-"""The runner interface every inference backend implements.
+"""The two interfaces every engine backend implements: a builder and a runner.
 
-A runner has a lifecycle (``with runner:`` loads, leaving frees), declares the
-inputs it accepts, checks feeds against them before running, and times itself.
+A builder compiles a source model into an engine payload (bytes) for one device;
+it is lazy and stateless, and states which precisions it supports. A runner has
+a lifecycle (``with runner:`` loads, leaving frees), declares the inputs it
+accepts, checks feeds against them and against the engine's shape profiles
+before running, and times itself.
 """
 
 from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import ClassVar, Self
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 
-from reelscope.errors import EngineError
+from reelscope.errors import EngineError, ShapeError, UnsupportedBuildError
+
+if TYPE_CHECKING:
+    from reelscope.engine.calibration import InputSet
+    from reelscope.engine.manifest import Manifest
+    from reelscope.engine.options import BuildOptions, Profile
+    from reelscope.engine.source import ModelSource
+
+Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -31,8 +43,9 @@ class Runner(ABC):
 
     NAME: ClassVar[str]
 
-    def __init__(self) -> None:
+    def __init__(self, profiles: tuple[Profile, ...] = ()) -> None:
         self.last_inference_s = 0.0
+        self.profiles = profiles
         self._active = False
 
     @property
@@ -75,11 +88,11 @@ class Runner(ABC):
         self.last_inference_s = time.perf_counter() - start
         return out
 
-    def check_feed(self, feed: Mapping[str, np.ndarray]) -> None:
-        """Reject feeds whose names, ranks or static dimensions do not fit the model."""
+    def check_feed(self, feed: Mapping[str, Any]) -> None:
+        """Reject feeds whose names, ranks, static dimensions or profiles do not fit."""
         for spec in self.input_specs:
             if spec.name not in feed:
-                raise EngineError(
+                raise ShapeError(
                     f"input {spec.name!r} missing; the model takes "
                     f"{[s.name for s in self.input_specs]}"
                 )
@@ -88,11 +101,73 @@ class Runner(ABC):
                 want is not None and got != want
                 for got, want in zip(arr.shape, spec.shape, strict=True)
             ):
-                raise EngineError(
+                raise ShapeError(
                     f"input {spec.name!r} has shape {tuple(arr.shape)}, the model "
                     f"expects {_shape_text(spec.shape)}"
                 )
+        for profile in self.profiles:
+            if profile.name in feed:
+                profile.check(tuple(feed[profile.name].shape))
 
 
 def _shape_text(shape: tuple[int | None, ...]) -> str:
     return "x".join("?" if d is None else str(d) for d in shape)
+
+
+@dataclass(frozen=True)
+class BuildJob:
+    """Everything a builder needs; ``workdir`` is a private scratch folder."""
+
+    source: ModelSource
+    options: BuildOptions
+    profiles: tuple[Profile, ...]
+    inputs: InputSet | None
+    workdir: Path
+    cache_dir: Path | None
+    progress: Progress
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One compiled engine to put through the accuracy gate; ``notes`` go to the manifest."""
+
+    payload: bytes
+    notes: dict[str, Any] = field(default_factory=dict)
+
+
+class Builder(ABC):
+    """Compiles models for one backend. Subclasses set the class attributes."""
+
+    NAME: ClassVar[str]
+    PAYLOAD: ClassVar[str]  # the payload's format, recorded in the manifest
+    PRECISIONS: ClassVar[Mapping[str, tuple[str, ...]]]  # device kind -> precisions
+    PRIORITY: ClassVar[int] = 0  # auto picks the highest present for the device
+
+    @classmethod
+    @abstractmethod
+    def available(cls, device: str) -> bool:
+        """Whether this backend can build and run on ``device`` (cpu, cuda:N) here."""
+
+    @classmethod
+    @abstractmethod
+    def environment(cls, device: str) -> dict[str, str]:
+        """What an engine built here is bound to: versions, device, driver."""
+
+    @abstractmethod
+    def candidates(self, job: BuildJob) -> Iterator[Candidate]:
+        """Compiled engines, best first; the compiler keeps the first that passes the gate
+        (e.g. all layers in int8, then with sensitive layers left in higher precision)."""
+
+    @abstractmethod
+    def runner(self, payload: bytes, manifest: Manifest, device: str, threads: int) -> Runner:
+        """A runner over a payload this builder made, described by its manifest."""
+
+    @classmethod
+    def check_precision(cls, precision: str, device: str) -> None:
+        kind = device.split(":")[0]
+        allowed = cls.PRECISIONS.get(kind, ())
+        if precision not in allowed:
+            raise UnsupportedBuildError(
+                f"the {cls.NAME} backend cannot build {precision} for {kind}; it builds "
+                f"{', '.join(allowed) or 'nothing'} there"
+            )

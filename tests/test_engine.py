@@ -1,0 +1,257 @@
+"""The engine compiler through its CLI and Python API: builds, the accuracy gate,
+shape profiles, environment binding (rebuild and refusal) and damaged files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from reelscope.engine import artifact, compiler
+from reelscope.engine.manifest import cpu_identity
+from reelscope.engine.source import export_onnx
+from reelscope.errors import ShapeError
+
+TESTS = Path(__file__).resolve().parent
+TINY_PROFILE = "input=1x3x64x64:8x3x64x64:32x3x64x64"
+
+
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real photos: scikit-image's and, where installed, Debian's MATE nature wallpapers."""
+    from photos import write_photos
+
+    return write_photos(tmp_path_factory.mktemp("photos"))
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small CNN classifier made by the test, exported to ONNX."""
+    from engine_models import tiny_cnn
+
+    from reelscope.engine.options import Profile
+
+    folder = tmp_path_factory.mktemp("tiny")
+    return export_onnx(tiny_cnn(), folder / "tiny.onnx", ("input",), ("logits", "features"),
+                       (Profile.parse(TINY_PROFILE),))
+
+
+@pytest.fixture
+def engine_cli(run_cli: Callable[..., object], tmp_path: Path) -> Callable[..., object]:
+    def run(*args: str) -> object:
+        return run_cli("engine", *args, db=tmp_path / "unused.db",
+                       env={"PYTHONPATH": str(TESTS)})
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_fp32(tiny_onnx: Path, tmp_path_factory: pytest.TempPathFactory, photos: Path) -> Path:
+    out = tmp_path_factory.mktemp("engines") / "tiny-fp32.engine"
+    compiler.build(tiny_onnx, out, compiler.options_from_dict({
+        "precision": "fp32", "profiles": [TINY_PROFILE],
+        "calibration": {"holdout_source": str(photos)}}))
+    return out
+
+
+def _one_error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+def test_build_inspect_bench_fp32(engine_cli, tiny_onnx: Path, photos: Path,
+                                  tmp_path: Path) -> None:
+    out = tmp_path / "tiny.engine"
+    r = engine_cli("build", str(tiny_onnx), "-o", str(out), "--profile", TINY_PROFILE,
+                   "--gate-inputs", str(photos))
+    assert r.code == 0, r.stderr
+    assert "backend: onnxruntime (auto" in r.stderr
+    assert "accuracy gate: pass" in r.stderr
+    assert f"wrote {out}: onnxruntime fp32" in r.stdout
+
+    r = engine_cli("inspect", str(out))
+    assert r.code == 0, r.stderr
+    assert "accuracy gate: passed" in r.stdout
+    assert TINY_PROFILE in r.stdout
+    assert f"cpu_flags={cpu_identity()['cpu_flags']}" in r.stdout
+
+    manifest = engine_cli("inspect", str(out), "--json").json()
+    assert manifest["source"]["location"] == str(tiny_onnx)
+    assert manifest["accuracy"]["outputs"]["logits"]["top1_agreement"] >= 0.99
+    assert manifest["options"]["engine"]["nodes_engine"] < manifest["options"]["engine"][
+        "nodes_source"]  # fused
+
+    r = engine_cli("bench", str(out), "--batch", "1,8", "--min-time", "0.2", "--json")
+    assert r.code == 0, r.stderr
+    rows = r.json()["rows"]
+    assert [row["batch"] for row in rows] == [1, 8]
+    assert all(row["items_per_s"] > 0 for row in rows)
+
+
+def test_int8_passes_the_gate_on_real_photos(engine_cli, tiny_onnx: Path, photos: Path,
+                                              tmp_path: Path) -> None:
+    out = tmp_path / "tiny-int8.engine"
+    r = engine_cli("build", str(tiny_onnx), "-o", str(out), "--precision", "int8",
+                   "--profile", TINY_PROFILE, "--calibration", str(photos))
+    assert r.code == 0, r.stderr
+    m = engine_cli("inspect", str(out), "--json").json()
+    logits = m["accuracy"]["outputs"]["logits"]
+    assert m["precision"] == "int8" and m["accuracy"]["passed"]
+    assert logits["confident_inputs"] >= 20
+    assert logits["top1_confident"] >= 0.99
+    assert "QDQ" in m["options"]["engine"]["quantization"]
+
+    # the engine reads a real photo as the fp32 model does
+    rgb = cv2.cvtColor(cv2.imread(str(photos / "chelsea.png")), cv2.COLOR_BGR2RGB)
+    x = cv2.resize(rgb, (64, 64), interpolation=cv2.INTER_AREA).astype(np.float32)
+    x = ((x / 255 - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]).astype(np.float32)
+    x = np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+    with compiler.load(out) as engine:
+        got = engine.infer({"input": x})["logits"]
+    from reelscope.engine.backends.onnxrt import OnnxRuntimeRunner
+
+    with OnnxRuntimeRunner(tiny_onnx, optimize=False) as ref:
+        want = ref.infer({"input": x})["logits"]
+    assert int(got.argmax()) == int(want.argmax())
+
+
+def test_constant_calibration_fails_the_gate_and_leaves_nothing(
+        engine_cli, tiny_onnx: Path, photos: Path, tmp_path: Path) -> None:
+    grey = tmp_path / "grey"
+    grey.mkdir()
+    for i in range(12):
+        cv2.imwrite(str(grey / f"{i}.png"), np.full((96, 96, 3), 128, np.uint8))
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    r = engine_cli("build", str(tiny_onnx), "-o", str(out_dir / "bad.engine"),
+                   "--precision", "int8", "--profile", TINY_PROFILE,
+                   "--calibration", str(grey), "--gate-inputs", str(photos))
+    assert r.code == 1
+    line = _one_error_line(r.stderr)
+    assert "int8 engine rejected by the accuracy gate, no engine written" in line
+    assert "cosine similarity" in line or "top-1 agreement" in line
+    assert list(out_dir.iterdir()) == []
+
+
+def test_profile_violations_are_refused(engine_cli, tiny_onnx: Path, tmp_path: Path,
+                                        tiny_fp32: Path) -> None:
+    out = tmp_path / "small.engine"
+    r = engine_cli("build", str(tiny_onnx), "-o", str(out),
+                   "--profile", "input=1x3x64x64:2x3x64x64:4x3x64x64")
+    assert r.code == 0, r.stderr
+    r = engine_cli("bench", str(out), "--batch", "2,8", "--min-time", "0.1")
+    assert r.code == 1
+    assert "input 'input' has shape 8x3x64x64, outside the engine's profile " \
+           "1x3x64x64 .. 4x3x64x64" in _one_error_line(r.stderr)
+    with compiler.load(tiny_fp32) as engine:
+        with pytest.raises(ShapeError, match="outside the engine's profile"):
+            engine.infer({"input": np.zeros((33, 3, 64, 64), np.float32)})
+        with pytest.raises(ShapeError, match=r"shape \(2, 3, 32, 32\), the model expects"):
+            engine.infer({"input": np.zeros((2, 3, 32, 32), np.float32)})
+    r = engine_cli("build", str(tiny_onnx), "-o", str(out), "--profile", "input=1x3x64")
+    assert "does not fit input 'input'" in _one_error_line(r.stderr)
+
+
+def _rebind(engine: Path, target: Path, **environment: str) -> None:
+    """A copy of ``engine`` whose manifest says it was built for another environment."""
+    manifest, payload = artifact.read(engine)
+    artifact.write(target, replace(manifest, environment={**manifest.environment,
+                                                          **environment}), payload)
+
+
+def test_engine_from_another_machine_is_refused_or_rebuilt(
+        engine_cli, tiny_onnx: Path, tiny_fp32: Path, tmp_path: Path) -> None:
+    moved = tmp_path / "moved.engine"
+    _rebind(tiny_fp32, moved, cpu_flags="sse4_2 avx avx2 avx512f avx512_vnni",
+            onnxruntime="1.18.0")
+    r = engine_cli("bench", str(moved), "--rebuild", "never", "--batch", "1")
+    assert r.code == 1
+    line = _one_error_line(r.stderr)
+    assert "was built for another environment" in line
+    assert "cpu_flags: built for 'sse4_2 avx avx2 avx512f avx512_vnni'" in line
+    assert "onnxruntime: built for '1.18.0'" in line
+
+    r = engine_cli("bench", str(moved), "--batch", "1", "--min-time", "0.1")
+    assert r.code == 0, r.stderr
+    assert "rebuilding: cpu_flags" in r.stderr
+    rebuilt = engine_cli("inspect", str(moved), "--json").json()
+    assert rebuilt["environment"]["cpu_flags"] == cpu_identity()["cpu_flags"]
+
+    # the recorded source is gone: nothing to rebuild from
+    source = tmp_path / "gone.onnx"
+    shutil.copy(tiny_onnx, source)
+    built = tmp_path / "gone.engine"
+    compiler.build(source, built, compiler.options_from_dict({"profiles": [TINY_PROFILE]}))
+    _rebind(built, built, onnxruntime="1.18.0")
+    source.unlink()
+    r = engine_cli("bench", str(built), "--batch", "1")
+    assert r.code == 1
+    assert f"cannot rebuild: its source model {source} is gone" in _one_error_line(r.stderr)
+
+
+def test_damaged_engine_files(engine_cli, tiny_fp32: Path, tmp_path: Path) -> None:
+    data = tiny_fp32.read_bytes()
+    cases = {
+        "truncated.engine": (data[:-100], "is truncated or corrupt"),
+        "flipped.engine": (data[:-50] + bytes([data[-50] ^ 0xFF]) + data[-49:],
+                           "checksum does not match"),
+        "cut-manifest.engine": (data[:40], "manifest is cut off"),
+        "text.engine": (b"hello, not an engine\n" * 4, "is not a reelscope engine file"),
+    }
+    for name, (content, message) in cases.items():
+        path = tmp_path / name
+        path.write_bytes(content)
+        for command in ("inspect", "bench"):
+            r = engine_cli(command, str(path))
+            assert r.code == 1, (name, command)
+            assert message in _one_error_line(r.stderr), (name, command, r.stderr)
+    r = engine_cli("inspect", str(tmp_path / "missing.engine"))
+    assert "no engine file at" in _one_error_line(r.stderr)
+
+
+def test_unsupported_builds_are_clear_errors(engine_cli, tiny_onnx: Path,
+                                             tmp_path: Path) -> None:
+    out = tmp_path / "x.engine"
+    cases = [
+        (["--precision", "fp16", "--backend", "onnxruntime"],
+         "the onnxruntime backend cannot build fp16 for cpu; it builds fp32, int8 there"),
+        (["--precision", "fp8", "--device", "cpu"], "cannot build fp8 for cpu"),
+        (["--precision", "int8"], "int8 needs calibration inputs: give --calibration PATH"),
+        (["--backend", "tensorrt"], "the tensorrt backend is not available here"),
+        (["--profile", "input=8x3x64x64:4x3x64x64:16x3x64x64"],
+         "needs 1 <= min <= opt <= max"),
+    ]
+    for extra, message in cases:
+        r = engine_cli("build", str(tiny_onnx), "-o", str(out), *extra)
+        assert r.code == 1, extra
+        assert message in _one_error_line(r.stderr), (extra, r.stderr)
+        assert not out.exists()
+
+
+def test_torch_backend_engine_loads_in_a_new_process(engine_cli, run_cli, photos: Path,
+                                                      tmp_path: Path) -> None:
+    """Built with torch.export + Inductor; a second process loads it from the file's
+    kernels (every graph an Inductor cache hit) and runs it."""
+    out = tmp_path / "tiny-torch.engine"
+    r = engine_cli("build", "engine_models:tiny_cnn", "-o", str(out), "--backend", "torch",
+                   "--profile", TINY_PROFILE, "--gate-inputs", str(photos), "--device", "cpu")
+    assert r.code == 0, r.stderr
+    assert "accuracy gate: pass" in r.stderr
+    m = engine_cli("inspect", str(out), "--json").json()
+    assert m["backend"] == "torch" and m["source"]["kind"] == "torch"
+    fresh = tmp_path / "fresh-compiler-cache"
+    r = run_cli("engine", "bench", str(out), "--batch", "1,32", "--min-time", "0.2", "--json",
+                "--device", "cpu", db=tmp_path / "unused.db",
+                env={"TORCHINDUCTOR_CACHE_DIR": str(fresh)})
+    assert r.code == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["backend"] == "torch"
+    assert [row["batch"] for row in result["rows"]] == [1, 32]
+    assert result["compile_cache_hits"] >= 1 and result["compile_cache_misses"] == 0
