@@ -67,6 +67,13 @@ class Settings:
     asr_compute_type: str = field(
         default="int8", metadata=_help("CTranslate2 compute type for Whisper (int8, float32)")
     )
+    classifier_engine: str = field(
+        default="",
+        metadata=_help(
+            "engine file for the image classifier (e.g. int8, from 'reelscope engine build'); "
+            "default: an fp32 ONNX Runtime engine built once into the cache"
+        ),
+    )
     similar_k: int = field(default=5, metadata=_help("how many similar videos to list"))
     copyright_min_score: float = field(
         default=0.6, metadata=_help("lowest score (0-1) reported as a copyright match")

