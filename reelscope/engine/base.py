@@ -110,6 +110,11 @@ class Runner(ABC):
                 profile.check(tuple(feed[profile.name].shape))
 
 
+def specs_from_profiles(profiles: tuple[Profile, ...]) -> tuple[TensorSpec, ...]:
+    """float32 inputs as the profiles declare them (for runners of torch modules)."""
+    return tuple(TensorSpec(p.name, "float32", p.declared_shape) for p in profiles)
+
+
 def _shape_text(shape: tuple[int | None, ...]) -> str:
     return "x".join("?" if d is None else str(d) for d in shape)
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from reelscope.engine.base import Runner, TensorSpec
+from reelscope.engine.base import Runner, TensorSpec, specs_from_profiles
 from reelscope.engine.options import Profile
 
 if TYPE_CHECKING:
@@ -32,11 +32,7 @@ class EagerRunner(Runner):
 
     @property
     def input_specs(self) -> tuple[TensorSpec, ...]:
-        return tuple(
-            TensorSpec(p.name, "float32",
-                       tuple(None if i in p.dynamic_axes else d for i, d in enumerate(p.opt)))
-            for p in self.profiles
-        )
+        return specs_from_profiles(self.profiles)
 
     def activate(self) -> None:
         self.module = self.module.float().to(self.device).eval()

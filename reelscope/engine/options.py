@@ -63,6 +63,11 @@ class Profile:
         return tuple(i for i, (lo, hi) in enumerate(zip(self.min, self.max, strict=True))
                      if lo != hi)
 
+    @property
+    def declared_shape(self) -> tuple[int | None, ...]:
+        """The shape as an input declares it: None on the dynamic axes."""
+        return tuple(None if i in self.dynamic_axes else d for i, d in enumerate(self.opt))
+
     def check(self, shape: Shape) -> None:
         if len(shape) != len(self.min) or any(
             not lo <= d <= hi for d, lo, hi in zip(shape, self.min, self.max, strict=True)

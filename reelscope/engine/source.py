@@ -133,8 +133,7 @@ class ModelSource:
                     f"{self.location}: give a profile for input {name!r} (--profile "
                     f"{name}=MIN:OPT:MAX); a torch module does not declare its shapes"
                 )
-            shape = tuple(None if i in p.dynamic_axes else d for i, d in enumerate(p.opt))
-            specs.append(TensorSpec(name, "float32", shape))
+            specs.append(TensorSpec(name, "float32", p.declared_shape))
         return tuple(specs)
 
     @cached_property

@@ -32,7 +32,14 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from reelscope.engine.base import Builder, BuildJob, Candidate, Runner, TensorSpec
+from reelscope.engine.base import (
+    Builder,
+    BuildJob,
+    Candidate,
+    Runner,
+    TensorSpec,
+    specs_from_profiles,
+)
 from reelscope.engine.manifest import Manifest, cpu_identity
 from reelscope.engine.options import Profile
 from reelscope.errors import EngineError
@@ -178,11 +185,7 @@ class TorchRunner(Runner):
 
     @property
     def input_specs(self) -> tuple[TensorSpec, ...]:
-        return tuple(
-            TensorSpec(p.name, "float32",
-                       tuple(None if i in p.dynamic_axes else d for i, d in enumerate(p.opt)))
-            for p in self.profiles
-        )
+        return specs_from_profiles(self.profiles)
 
     def activate(self) -> None:
         """Load the program and the compiled kernels, then compile from them: Inductor

@@ -182,8 +182,7 @@ class OnnxRuntimeBuilder(Builder):
 
     @classmethod
     def environment(cls, device: str) -> dict[str, str]:
-        return {"backend": cls.NAME, "onnxruntime": ort.__version__, "onnx_opset_max":
-                str(onnx.defs.onnx_opset_version()), **cpu_identity()}
+        return {"backend": cls.NAME, "onnxruntime": ort.__version__, **cpu_identity()}
 
     def candidates(self, job: BuildJob) -> Iterator[Candidate]:
         threads = job.options.threads or os.cpu_count() or 1
