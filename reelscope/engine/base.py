@@ -146,7 +146,6 @@ class Builder(ABC):
     NAME: ClassVar[str]
     PAYLOAD: ClassVar[str]  # the payload's format, recorded in the manifest
     PRECISIONS: ClassVar[Mapping[str, tuple[str, ...]]]  # device kind -> precisions
-    PRIORITY: ClassVar[int] = 0  # auto picks the highest present for the device
 
     @classmethod
     @abstractmethod

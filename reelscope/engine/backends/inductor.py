@@ -90,7 +90,6 @@ class TorchBuilder(Builder):
     PAYLOAD = "torch-export+inductor-cache"
     PRECISIONS: ClassVar[Mapping[str, tuple[str, ...]]] = {
         "cpu": ("fp32", "bf16"), "cuda": ("fp32", "fp16", "bf16")}
-    PRIORITY = 20  # on CUDA; on the CPU onnxruntime (10) is preferred, see registry
 
     @classmethod
     def available(cls, device: str) -> bool:

@@ -174,7 +174,6 @@ class OnnxRuntimeBuilder(Builder):
     PAYLOAD = "onnx"
     # the CPU execution provider has no fp16 convolutions
     PRECISIONS: ClassVar[Mapping[str, tuple[str, ...]]] = {"cpu": ("fp32", "int8")}
-    PRIORITY = 10
 
     @classmethod
     def available(cls, device: str) -> bool:

@@ -77,7 +77,6 @@ class TensorRTBuilder(Builder):
     NAME = "tensorrt"
     PAYLOAD = "tensorrt-plan"
     PRECISIONS: ClassVar[Mapping[str, tuple[str, ...]]] = {"cuda": ("fp32", "fp16", "bf16", "int8")}
-    PRIORITY = 30
 
     @classmethod
     def available(cls, device: str) -> bool:
