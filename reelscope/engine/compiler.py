@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Iterable, Mapping
@@ -124,8 +125,7 @@ def run_batched(runner: Runner, name: str, data: np.ndarray, max_batch: int
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-def reference_runner(source: ModelSource, workdir: Path, profiles: tuple[Profile, ...],
-                     threads: int) -> Runner:
+def reference_runner(source: ModelSource, profiles: tuple[Profile, ...], threads: int) -> Runner:
     """The fp32 reference: ONNX Runtime with no graph rewriting for an ONNX model,
     eager PyTorch on the CPU for a module."""
     if source.kind == "onnx":
@@ -170,7 +170,7 @@ def build(source: ModelSource | str | Path, output: Path, options: BuildOptions 
     with tempfile.TemporaryDirectory(prefix="reelscope-build-") as tmp:
         workdir = Path(tmp)
         progress(f"fp32 reference on {len(holdout)} held-out inputs")
-        with reference_runner(src, workdir, profiles, threads or _cpus()) as ref:
+        with reference_runner(src, profiles, threads or os.cpu_count() or 1) as ref:
             reference = run_batched(ref, name, holdout, max_batch)
         builder = builder_cls()
         job = BuildJob(src, options, profiles, inputs, workdir, cache_dir, progress)
@@ -193,12 +193,6 @@ def build(source: ModelSource | str | Path, output: Path, options: BuildOptions 
             f"{options.precision} engine rejected by the accuracy gate, no engine written: "
             + "; ".join(report.failures)
         )
-
-
-def _cpus() -> int:
-    import os
-
-    return os.cpu_count() or 1
 
 
 def _manifest(src: ModelSource, backend: str, payload_format: str, options: BuildOptions,

@@ -207,8 +207,7 @@ class OnnxRuntimeBuilder(Builder):
 
         if job.inputs is None:
             raise UnsupportedBuildError("int8 needs calibration inputs (--calibration PATH)")
-        inputs = [i for i in onnx.load(str(source)).graph.input]
-        name = inputs[0].name
+        name = job.profiles[0].name
         pre = job.workdir / "pre.onnx"
         job.progress("preparing the graph for quantization (shape inference, folding)")
         with _quiet():
