@@ -175,9 +175,10 @@ def build(source: ModelSource | str | Path, output: Path, options: BuildOptions 
         builder = builder_cls()
         job = BuildJob(src, options, profiles, inputs, workdir, cache_dir, progress)
         report = None
+        environment = builder_cls.environment(device)
         for candidate in builder.candidates(job):
             manifest = _manifest(src, builder_cls.NAME, builder_cls.PAYLOAD, options, profiles,
-                                 builder_cls.environment(device), candidate.notes, inputs)
+                                 environment, candidate.notes, inputs)
             with builder.runner(candidate.payload, manifest, device, threads) as runner:
                 got = run_batched(runner, name, holdout, max_batch)
             report = gate.evaluate(reference, got, options.precision, options.gate, origin,

@@ -54,6 +54,11 @@ class ModelSource:
     # --- ONNX -----------------------------------------------------------------
 
     def onnx_model(self) -> onnx.ModelProto:
+        """The ONNX graph, read once (names, shapes and conversion all need it)."""
+        return self._onnx
+
+    @cached_property
+    def _onnx(self) -> onnx.ModelProto:
         import onnx
 
         if self.kind != "onnx":
