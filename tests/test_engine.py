@@ -305,3 +305,23 @@ def test_classifier_engines_in_the_pipeline(engine_cli, run_cli, classifier_onnx
         assert report["engines"]["classify"]["precision"] == precision
         top5 = [lb["label"] for lb in report["labels"][:5]]
         assert CAT_CLASSES & set(top5), (precision, top5)
+
+
+def test_ocr_reads_through_engines(cache_dir: Path) -> None:
+    """The OCR detector and recognizer are engines in the cache, and rapidocr runs
+    their sessions (not sessions of its own) to read the sample's caption."""
+    from reelscope.config import Settings
+    from reelscope.pipeline.models import Models
+
+    models = Models(Settings.from_env({}, cache_dir=str(cache_dir)))
+    reader = models.ocr
+    assert reader.engines is not None
+    det, rec = reader.engines
+    assert reader._engine.text_det.session.session is det.session  # type: ignore[attr-defined]
+    assert reader._engine.text_rec.session.session is rec.session  # type: ignore[attr-defined]
+    for name in ("ocr-det-small-960-fp32.engine", "ocr-rec-small-fp32.engine"):
+        manifest, _ = artifact.read(cache_dir / "engines" / name)
+        assert manifest.backend == "onnxruntime" and manifest.accuracy["passed"]
+    frame = np.full((720, 1280, 3), 255, np.uint8)
+    cv2.putText(frame, "Hello engines", (100, 360), cv2.FONT_HERSHEY_SIMPLEX, 3, (0, 0, 0), 6)
+    assert [line.text for line in reader.read(frame)] == ["Hello engines"]

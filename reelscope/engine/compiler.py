@@ -162,7 +162,8 @@ def build(source: ModelSource | str | Path, output: Path, options: BuildOptions 
     if inputs is not None:
         holdout, origin = inputs.holdout, inputs.origin
     else:  # random inputs carry no class meaning: every output is compared as features
-        holdout = calibration.random_inputs(profiles[0].opt, 64, options.calibration.seed)
+        holdout = calibration.random_inputs(profiles[0].opt, min(64, options.calibration.holdout),
+                                            options.calibration.seed)
         origin = "random normal inputs (no calibration pictures given)"
         options = dataclasses.replace(options, class_outputs=())
     threads = options.threads or 0

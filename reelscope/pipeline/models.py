@@ -7,7 +7,9 @@ from pathlib import Path
 
 from reelscope.config import Settings
 from reelscope.engine import compiler
-from reelscope.engine.options import BuildOptions, CalibrationOptions
+from reelscope.engine.compiler import Engine
+from reelscope.engine.options import BuildOptions, CalibrationOptions, Normalization, Profile
+from reelscope.models import model
 from reelscope.tasks import asr, classify, sentiment
 from reelscope.tasks.asr import SpeechRecognizer
 from reelscope.tasks.classify import Classifier
@@ -25,32 +27,57 @@ class Models:
         self.speech_threads = max(1, total // 2)
         self.picture_threads = max(1, total - self.speech_threads)
 
+    def _engine(self, name: str, onnx: Path, profile: Profile,
+                normalization: Normalization = "unit",
+                holdout: int = 64) -> Engine:
+        """An active fp32 engine for ``onnx``, built once into the cache (and rebuilt there
+        when this machine or ONNX Runtime changes)."""
+        cache = self.settings.cache_path
+        path = cache / "engines" / f"{name}-fp32.engine"
+        if not path.is_file():
+            compiler.build(
+                onnx, path,
+                BuildOptions(precision="fp32", device="cpu", threads=self.picture_threads,
+                             profiles=(profile,),
+                             calibration=CalibrationOptions(normalization=normalization,
+                                                            holdout=holdout)),
+                cache_dir=cache,
+            )
+        return self._load(path)
+
+    def _load(self, path: Path) -> Engine:
+        engine = compiler.load(path, threads=self.picture_threads,
+                               cache_dir=self.settings.cache_path)
+        engine.__enter__()
+        return engine
+
     @cached_property
     def classifier(self) -> Classifier:
         """The classifier's engine: ``--classifier-engine`` (say an int8 one built with
         ``reelscope engine build``), or an fp32 engine built once into the cache."""
-        cache = self.settings.cache_path
         if self.settings.classifier_engine:
-            path = Path(self.settings.classifier_engine)
+            engine = self._load(Path(self.settings.classifier_engine))
         else:
-            path = cache / "engines" / "classifier-fp32.engine"
-            if not path.is_file():
-                compiler.build(
-                    classify.export_onnx(cache), path,
-                    BuildOptions(precision="fp32", device="cpu", threads=self.picture_threads,
-                                 profiles=(classify.input_profile(),),
-                                 calibration=CalibrationOptions(normalization="symmetric")),
-                    cache_dir=cache,
-                )
-        engine = compiler.load(path, threads=self.picture_threads, cache_dir=cache)
-        engine.__enter__()
+            engine = self._engine("classifier", classify.export_onnx(self.settings.cache_path),
+                                  classify.input_profile(), normalization="symmetric")
         max_batch = engine.manifest.profiles[0].max[0] if engine.manifest.profiles else 32
         return Classifier(engine.runner, batch_size=min(32, max_batch))
 
     @cached_property
     def ocr(self) -> OcrReader:
-        return OcrReader(self.settings.ocr_model, threads=self.picture_threads,
-                         det_max_side=self.settings.ocr_det_max_side)
+        """PP-OCRv6 through rapidocr, its detector and recognizer run from fp32 engines."""
+        size = self.settings.ocr_model
+        side = -(-self.settings.ocr_det_max_side // 32) * 32
+        portrait = (side * 9 // 16 + 16) // 32 * 32  # a 16:9 frame, as the detector sees it
+        det = self._engine(f"ocr-det-{size}-{side}", model(f"ocr_det_{size}").paths()[0],
+                           Profile("x", (1, 3, 32, 32), (1, 3, portrait, side),
+                                   (1, 3, side, side)), holdout=4)
+        rec = self._engine(f"ocr-rec-{size}", model(f"ocr_rec_{size}").paths()[0],
+                           Profile("x", (1, 3, 48, 16), (6, 3, 48, 320), (64, 3, 48, 4096)),
+                           holdout=16)
+        return OcrReader(size, threads=self.picture_threads,
+                         det_max_side=self.settings.ocr_det_max_side,
+                         engines=(det.runner, rec.runner))
 
     @cached_property
     def speech(self) -> SpeechRecognizer:

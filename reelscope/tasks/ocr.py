@@ -15,6 +15,8 @@ from typing import Any
 import cv2
 import numpy as np
 
+from reelscope.engine.backends.onnxrt import OnnxRuntimeRunner
+from reelscope.engine.base import Runner
 from reelscope.errors import ModelError
 from reelscope.models import model
 from reelscope.report import EngineUse, OcrEntry
@@ -68,7 +70,11 @@ class ChangeDetector:
 class OcrReader:
     """PP-OCRv6 detector + recognizer (rapidocr), one image at a time."""
 
-    def __init__(self, size: str = "small", threads: int = 1, det_max_side: int = 960) -> None:
+    def __init__(self, size: str = "small", threads: int = 1, det_max_side: int = 960,
+                 engines: tuple[Runner, Runner] | None = None) -> None:
+        """``engines``: active detector and recognizer runners (reelscope engines) whose
+        ONNX Runtime sessions rapidocr then uses instead of loading its own."""
+        from omegaconf import flag_override
         from rapidocr import RapidOCR
         from rapidocr.utils.typings import ModelType, OCRVersion
 
@@ -92,15 +98,25 @@ class OcrReader:
             "Det.model_path": str(det.paths()[0]),
             "Rec.model_path": str(rec.paths()[0]),
         }
+        self.engines = engines
         try:
             self._engine = RapidOCR(params=params)
+            if engines is not None:
+                # rapidocr 3.10 takes a ready session from its per-model config (``session``)
+                det_session, rec_session = (_session(r) for r in engines)
+                with flag_override(self._engine.cfg, "allow_objects", True):
+                    self._engine.cfg.Det.session = det_session
+                    self._engine.cfg.Rec.session = rec_session
+            self._engine._load_det_model()
+            self._engine._load_rec_model()
         except Exception as exc:  # rapidocr raises plain exceptions on bad models
             raise ModelError(f"cannot load the OCR models: {exc}") from exc
         logging.getLogger("RapidOCR").setLevel(logging.ERROR)
 
     @property
     def engine(self) -> EngineUse:
-        return EngineUse("onnxruntime", "fp32", f"{self.models[0].name} + {self.models[1].name}")
+        precision = self.engines[0].precision if self.engines else "fp32"
+        return EngineUse("onnxruntime", precision, f"{self.models[0].name} + {self.models[1].name}")
 
     def read(self, rgb: np.ndarray) -> tuple[TextLine, ...]:
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])
@@ -122,6 +138,12 @@ class OcrReader:
             )
         lines.sort(key=lambda ln: (ln.box[1], ln.box[0]))
         return tuple(lines)
+
+
+def _session(runner: Runner) -> Any:
+    if not isinstance(runner, OnnxRuntimeRunner):
+        raise ModelError(f"rapidocr runs ONNX Runtime engines only, not {runner.NAME}")
+    return runner.session
 
 
 def read_frames(
