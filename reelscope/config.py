@@ -78,6 +78,35 @@ class Settings:
     copyright_min_score: float = field(
         default=0.6, metadata=_help("lowest score (0-1) reported as a copyright match")
     )
+    # service ----------------------------------------------------------------
+    workers: int = field(
+        default=1, metadata=_help("analysis workers in 'reelscope serve' (0: run none)")
+    )
+    spool_dir: str = field(
+        default="",
+        metadata=_help(
+            "where uploads wait for their analysis (shared by server and workers); "
+            "default: 'spool' in the user data directory"
+        ),
+    )
+    max_jobs_per_key: int = field(
+        default=20, metadata=_help("jobs one API key may have queued or running at once")
+    )
+    job_lease_s: float = field(
+        default=30.0,
+        metadata=_help(
+            "a running job whose worker has not reported for this long is run again"
+        ),
+    )
+    job_max_attempts: int = field(
+        default=3, metadata=_help("a job interrupted this many times is marked failed")
+    )
+    webhook_max_attempts: int = field(
+        default=10, metadata=_help("deliveries of one completion event before giving up")
+    )
+    webhook_backoff_s: float = field(
+        default=1.0, metadata=_help("first retry delay of a webhook; doubled on each failure")
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -97,13 +126,15 @@ class Settings:
     def validate(self) -> None:
         positive = (
             "sample_fps", "max_duration_s", "max_side_px", "max_file_mb", "similar_k",
-            "ocr_det_max_side", "ocr_refresh_s",
+            "ocr_det_max_side", "ocr_refresh_s", "max_jobs_per_key", "job_lease_s",
+            "job_max_attempts", "webhook_max_attempts", "webhook_backoff_s",
         )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"setting {name} must be positive, got {getattr(self, name)}")
-        if self.threads < 0:
-            raise ConfigError(f"setting threads must be 0 or more, got {self.threads}")
+        for name in ("threads", "workers"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"setting {name} must be 0 or more, got {getattr(self, name)}")
         if self.ocr_model not in get_args(OcrModel):
             raise ConfigError(
                 f"setting ocr_model must be one of {get_args(OcrModel)}, got {self.ocr_model!r}"
@@ -124,6 +155,13 @@ class Settings:
             path = Path(self.db).expanduser()
         path.parent.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{path.resolve()}"
+
+    @property
+    def spool_path(self) -> Path:
+        path = Path(self.spool_dir or Path(platformdirs.user_data_dir(APP_NAME)) / "spool")
+        path = path.expanduser()
+        path.mkdir(parents=True, exist_ok=True)
+        return path
 
     @property
     def cache_path(self) -> Path:

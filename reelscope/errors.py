@@ -5,8 +5,10 @@
     ├── InputError                  the user's input cannot be analyzed
     │   ├── InputNotFoundError      missing path, or a directory
     │   ├── UnsupportedMediaError   not a video (text, image, PDF, audio only...)
+    │   ├── EmptyInputError         a file or upload of 0 bytes
     │   ├── CorruptMediaError       looks like a video but is truncated or damaged
     │   └── LimitExceededError      over a duration / resolution / file-size limit
+    │       └── UploadTooLargeError an upload over the size limit, stopped while it arrives
     ├── ModelError                  a model's files are missing, damaged or fail to load
     ├── EngineError                 building, loading or running an engine failed
     │   ├── UnsupportedBuildError   a backend/precision/source combination that cannot be built
@@ -14,8 +16,14 @@
     │   ├── EngineMismatchError     an engine built for another device or other versions
     │   ├── ShapeError              an input outside the engine's shapes or profiles
     │   └── AccuracyGateError       a build less accurate than the fp32 reference allows
-    └── StoreError                  the database cannot be reached or written
-        └── NotFoundError           no stored video or reference with that id
+    ├── StoreError                  the database cannot be reached or written
+    │   └── NotFoundError           no stored video or reference with that id
+    └── ServiceError                refused by the HTTP service
+        ├── AuthError               no API key, or an unknown or revoked one
+        └── TooManyJobsError        the key already has its limit of jobs in flight
+
+The HTTP layer maps this tree to status codes in one place
+(``reelscope.service.errors``).
 
 Library errors (PyAV, onnxruntime, ctranslate2, SQLAlchemy) are translated at
 the boundary with ``raise ... from exc`` so callers catch one tree.
@@ -25,8 +33,10 @@ from __future__ import annotations
 
 __all__ = [
     "AccuracyGateError",
+    "AuthError",
     "ConfigError",
     "CorruptMediaError",
+    "EmptyInputError",
     "EngineError",
     "EngineFileError",
     "EngineMismatchError",
@@ -36,10 +46,13 @@ __all__ = [
     "ModelError",
     "NotFoundError",
     "ReelscopeError",
+    "ServiceError",
     "ShapeError",
     "StoreError",
+    "TooManyJobsError",
     "UnsupportedBuildError",
     "UnsupportedMediaError",
+    "UploadTooLargeError",
 ]
 
 
@@ -67,7 +80,15 @@ class CorruptMediaError(InputError):
     pass
 
 
+class EmptyInputError(InputError):
+    pass
+
+
 class LimitExceededError(InputError):
+    pass
+
+
+class UploadTooLargeError(LimitExceededError):
     pass
 
 
@@ -108,4 +129,16 @@ class StoreError(ReelscopeError):
 
 
 class NotFoundError(StoreError):
+    pass
+
+
+class ServiceError(ReelscopeError):
+    pass
+
+
+class AuthError(ServiceError):
+    pass
+
+
+class TooManyJobsError(ServiceError):
     pass

@@ -8,8 +8,9 @@ dev=0
 [[ "${1:-}" == "--dev" ]] && dev=1
 
 apt_pkgs=(libchromaprint1)
-# dev: speech and CJK captions for test clips; real photos (MATE wallpapers) for int8 tests
-(( dev )) && apt_pkgs+=(espeak-ng fonts-wqy-zenhei mate-backgrounds)
+# dev: speech and CJK captions for test clips; real photos (MATE wallpapers) for int8 tests;
+# a browser for the web page's test
+(( dev )) && apt_pkgs+=(espeak-ng fonts-wqy-zenhei mate-backgrounds chromium)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -17,6 +17,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from reelscope.cli.engine import engine_group
 from reelscope.cli.options import ANALYSIS_FIELDS, build_settings, settings_options
 from reelscope.cli.render import similar_table, summary
+from reelscope.cli.service import keys_group, serve, worker
 from reelscope.config import Settings
 from reelscope.errors import InputError, ReelscopeError
 from reelscope.pipeline.analyzer import STAGES, Analyzer
@@ -166,6 +167,9 @@ def main() -> None:
 
 
 cli.add_command(engine_group)
+cli.add_command(keys_group)
+cli.add_command(serve)
+cli.add_command(worker)
 
 
 if __name__ == "__main__":

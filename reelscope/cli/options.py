@@ -28,6 +28,16 @@ ANALYSIS_FIELDS = (
     "copyright_min_score",
     "cache_dir",
 )
+SERVICE_FIELDS = (
+    *ANALYSIS_FIELDS,
+    "workers",
+    "spool_dir",
+    "max_jobs_per_key",
+    "job_lease_s",
+    "job_max_attempts",
+    "webhook_max_attempts",
+    "webhook_backoff_s",
+)
 
 
 def settings_options(*names: str) -> Callable[[F], F]:

@@ -71,7 +71,18 @@ class Analyzer:
         self.progress = progress or (lambda stage: None)
         self.limits = Limits(settings.max_duration_s, settings.max_side_px, settings.max_file_mb)
 
-    def analyze(self, path: Path, force: bool = False) -> Outcome:
+    def analyze(
+        self,
+        path: Path,
+        force: bool = False,
+        on_frames: Callable[[list[Frame]], None] | None = None,
+        filename: str | None = None,
+    ) -> Outcome:
+        """Analyze ``path`` (or return the stored report of the same content).
+
+        ``on_frames`` receives the sampled frames once they are decoded;
+        ``filename`` is the name reported (default: the file's own).
+        """
         start = time.perf_counter()
         check_file(path, self.limits)
         sha = sha256_file(path)
@@ -86,6 +97,8 @@ class Analyzer:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="speech") as lane:
             speech = lane.submit(self._speech_lane, info, timings)
             frames = self._decode_frames(info, timings)
+            if on_frames is not None:
+                on_frames(frames)
             with self._timed("labels", timings):
                 classified = self.models.classifier.run(frames)
                 labels = video_labels(classified, step)
@@ -122,7 +135,7 @@ class Analyzer:
                 visual, text_vec, self.settings.similar_k, exclude=sha[:16]
             )
         report = Report(
-            video=_video_info(info, sha),
+            video=_video_info(info, sha, filename or path.name),
             labels=labels,
             ocr=ocr,
             transcript=transcript,
@@ -183,7 +196,7 @@ class Analyzer:
             timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
 
 
-def _video_info(info: MediaInfo, sha: str) -> VideoInfo:
+def _video_info(info: MediaInfo, sha: str, filename: str) -> VideoInfo:
     return VideoInfo(
         id=sha[:16],
         sha256=sha,
@@ -194,5 +207,5 @@ def _video_info(info: MediaInfo, sha: str) -> VideoInfo:
         has_audio=info.has_audio,
         video_codec=info.video_codec,
         audio_codec=info.audio_codec,
-        filename=info.path.name,
+        filename=filename,
     )

@@ -90,6 +90,11 @@ class Models:
     def text_encoder(self) -> TextEncoder:
         return TextEncoder()
 
+    def load_all(self) -> None:
+        """Load every model now (a service does this before its first job)."""
+        for name in ("classifier", "ocr", "speech", "text_encoder", "sentiment_ready"):
+            getattr(self, name)
+
     @cached_property
     def sentiment_ready(self) -> bool:
         sentiment.warm_up()

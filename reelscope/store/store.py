@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sqlalchemy import create_engine, event, func, select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -49,6 +50,7 @@ class Store:
             raise StoreError(f"cannot use database {_safe(url)}: {exc}") from exc
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
+            event.listen(self.engine, "begin", _sqlite_begin_immediate)
         try:
             Base.metadata.create_all(self.engine)
         except SQLAlchemyError as exc:
@@ -58,8 +60,13 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
 
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
     @contextmanager
-    def _session(self) -> Iterator[Session]:
+    def session(self) -> Iterator[Session]:
+        """One transaction: committed on success, rolled back on any error."""
         session = self._sessions()
         try:
             yield session
@@ -76,12 +83,12 @@ class Store:
     # videos -----------------------------------------------------------------
 
     def find_by_sha256(self, sha256: str) -> Report | None:
-        with self._session() as s:
+        with self.session() as s:
             row = s.scalar(select(VideoRow).where(VideoRow.sha256 == sha256))
             return Report.from_json(row.report_json) if row else None
 
     def get(self, video_id: str) -> Report:
-        with self._session() as s:
+        with self.session() as s:
             row = s.get(VideoRow, video_id)
             if row is None:
                 raise NotFoundError(f"no stored video with id {video_id!r}")
@@ -89,7 +96,7 @@ class Store:
 
     def save(self, report: Report, visual: np.ndarray, text: np.ndarray | None) -> None:
         """Insert or replace the video's row in one transaction."""
-        with self._session() as s:
+        with self.session() as s:
             old = s.scalar(select(VideoRow).where(VideoRow.sha256 == report.video.sha256))
             if old is not None:
                 s.delete(old)
@@ -107,20 +114,28 @@ class Store:
             )
 
     def count_videos(self) -> int:
-        with self._session() as s:
+        with self.session() as s:
             return int(s.scalar(select(func.count()).select_from(VideoRow)) or 0)
 
     def similar(
-        self, visual: np.ndarray, text: np.ndarray | None, k: int, exclude: str | None = None
+        self,
+        visual: np.ndarray,
+        text: np.ndarray | None,
+        k: int,
+        exclude: str | None = None,
+        among: set[str] | None = None,
     ) -> tuple[SimilarVideo, ...]:
-        """The ``k`` stored videos nearest to the given embeddings, best first."""
-        with self._session() as s:
+        """The ``k`` stored videos nearest to the given embeddings, best first.
+
+        ``among``: only these video ids (e.g. those one API key may see).
+        """
+        with self.session() as s:
             rows = s.execute(
                 select(VideoRow.id, VideoRow.visual_embedding, VideoRow.text_embedding)
             ).all()
         scored = []
         for vid, vis_blob, text_blob in rows:
-            if vid == exclude:
+            if vid == exclude or (among is not None and vid not in among):
                 continue
             score = float(np.dot(visual, np.frombuffer(vis_blob, "<f4")))
             if text is not None and text_blob is not None:
@@ -131,7 +146,7 @@ class Store:
         return tuple(scored[:k])
 
     def embeddings(self, video_id: str) -> tuple[np.ndarray, np.ndarray | None]:
-        with self._session() as s:
+        with self.session() as s:
             row = s.get(VideoRow, video_id)
             if row is None:
                 raise NotFoundError(f"no stored video with id {video_id!r}")
@@ -143,7 +158,7 @@ class Store:
     def add_reference(
         self, sha256: str, title: str, duration_s: float, fp: Fingerprint
     ) -> ReferenceInfo:
-        with self._session() as s:
+        with self.session() as s:
             old = s.scalar(select(ReferenceRow).where(ReferenceRow.sha256 == sha256))
             if old is not None:
                 return ReferenceInfo(old.id, old.title, old.duration_s, created=False)
@@ -153,12 +168,12 @@ class Store:
             return ReferenceInfo(row.id, row.title, row.duration_s, created=True)
 
     def references(self) -> list[ReferenceInfo]:
-        with self._session() as s:
+        with self.session() as s:
             rows = s.scalars(select(ReferenceRow).order_by(ReferenceRow.id)).all()
             return [ReferenceInfo(r.id, r.title, r.duration_s, created=False) for r in rows]
 
     def library(self) -> list[LibraryEntry]:
-        with self._session() as s:
+        with self.session() as s:
             rows = s.scalars(select(ReferenceRow)).all()
             return [
                 LibraryEntry(
@@ -172,11 +187,23 @@ class Store:
             ]
 
 
-def _sqlite_pragmas(dbapi_conn: object, _record: object) -> None:
-    cursor = dbapi_conn.cursor()  # type: ignore[attr-defined]
+def _sqlite_pragmas(dbapi_conn: Any, _record: object) -> None:
+    # Transactions are begun by _sqlite_begin_immediate, not by the driver.
+    dbapi_conn.isolation_level = None
+    cursor = dbapi_conn.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def _sqlite_begin_immediate(conn: Connection) -> None:
+    """Take SQLite's write lock when a transaction begins, not when it first writes.
+
+    A deferred transaction that reads and then writes fails at once with
+    "database is locked" when another writer got in between (busy_timeout does
+    not help there); many workers and uploads at once would hit that.
+    """
+    conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _cause(exc: SQLAlchemyError) -> str:

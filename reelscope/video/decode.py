@@ -82,3 +82,31 @@ def sample_frames(info: MediaInfo, fps: float) -> Iterator[Frame]:
             f"{info.path}: video stops at {last_t:.1f} s of {info.duration_s:.1f} s; "
             "the file is truncated"
         )
+
+
+def check_complete(info: MediaInfo) -> None:
+    """Read the video stream's packets, without decoding them: a file cut short fails here.
+
+    Cheap (no decoding), so an upload can be refused at once instead of failing
+    later in its analysis.
+    """
+    last_t = -1.0
+    try:
+        with av.open(str(info.path)) as container:
+            stream = container.streams.video[0]
+            for packet in container.demux(stream):
+                if packet.pts is not None and packet.time_base is not None:
+                    end = packet.pts + (packet.duration or 0)
+                    last_t = max(last_t, float(end * packet.time_base))
+    except av.FFmpegError as exc:
+        raise CorruptMediaError(
+            f"{info.path}: the video cannot be read; damaged file ({exc})"
+        ) from exc
+    start = 0.0
+    if stream.start_time and stream.time_base is not None:
+        start = float(stream.start_time * stream.time_base)
+    if last_t - start < info.duration_s - max(1.0, 0.1 * info.duration_s):
+        raise CorruptMediaError(
+            f"{info.path}: video stops at {max(0.0, last_t - start):.1f} s of "
+            f"{info.duration_s:.1f} s; the file is truncated"
+        )

@@ -9,6 +9,7 @@ import av
 
 from reelscope.errors import (
     CorruptMediaError,
+    EmptyInputError,
     InputNotFoundError,
     LimitExceededError,
     UnsupportedMediaError,
@@ -47,7 +48,7 @@ def check_file(path: Path, limits: Limits) -> int:
         raise UnsupportedMediaError(f"{path}: not a regular file")
     size = path.stat().st_size
     if size == 0:
-        raise UnsupportedMediaError(f"{path}: the file is empty (0 bytes)")
+        raise EmptyInputError(f"{path}: the file is empty (0 bytes)")
     if size > limits.max_file_mb * 1e6:
         raise LimitExceededError(
             f"{path}: file is {size / 1e6:.1f} MB, over the {limits.max_file_mb:g} MB limit"

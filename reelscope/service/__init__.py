@@ -1,0 +1,1 @@
+"""reelscope as an HTTP service: uploads, durable jobs, reports, web page, metrics."""
