@@ -7,18 +7,21 @@ import os
 import sqlite3
 import subprocess
 import sys
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "sample.mp4"
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import clipgen  # noqa: E402
+from service_harness import Server  # noqa: E402
 
 
 @dataclass
@@ -95,3 +98,63 @@ def db_dump(path: Path) -> list[str]:
         return []
     with sqlite3.connect(path) as conn:
         return list(conn.iterdump())
+
+
+# the service on loopback: one fresh database per server, on SQLite and on PostgreSQL
+
+PG_ADMIN = os.environ.get(
+    "REELSCOPE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+FAST = {"job_lease_s": 2, "webhook_backoff_s": 0.2}
+
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def new_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
+    Callable[[], str]
+]:
+    """Makes a fresh, empty database of this module's backend per call."""
+    made: list[str] = []
+    if request.param == "sqlite":
+        folder = tmp_path_factory.mktemp("dbs")
+        yield lambda: str(folder / f"{uuid.uuid4().hex[:8]}.db")
+        return
+    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect():
+            pass
+    except sa.exc.OperationalError as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"PostgreSQL not reachable at {PG_ADMIN}: {exc.orig}")
+
+    def make() -> str:
+        name = f"reelscope_svc_{uuid.uuid4().hex[:8]}"
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        made.append(name)
+        return PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+
+    yield make
+    with admin.connect() as conn:
+        for name in made:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def make_server(
+    new_db: Callable[[], str], tmp_path: Path, cache_dir: Path
+) -> Iterator[Callable[..., Server]]:
+    servers: list[Server] = []
+
+    def make(**settings: Any) -> Server:
+        server = Server(new_db(), tmp_path / f"server{len(servers)}", cache_dir,
+                        {**FAST, **settings})
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop()

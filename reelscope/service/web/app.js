@@ -118,9 +118,9 @@ function render(job) {
     img.alt = `frame at ${fmt(t.time_s)}`;
     thumbnail(t.url, img);
     li.append(img, el("div", fmt(t.time_s), "t"));
-    const labels = r.labels.filter((l) => l.start_s < end && l.end_s >= t.time_s).map((l) => l.label);
+    const labels = r.labels.filter((l) => l.start_s < end && l.end_s > t.time_s).map((l) => l.label);
     if (labels.length) li.append(el("div", labels.slice(0, 3).join(", "), "labels"));
-    const texts = r.ocr.filter((o) => o.start_s < end && o.end_s >= t.time_s).map((o) => o.text);
+    const texts = r.ocr.filter((o) => o.start_s < end && o.end_s > t.time_s).map((o) => o.text);
     if (texts.length) li.append(el("div", texts.join(" / "), "text"));
     timeline.append(li);
   });
