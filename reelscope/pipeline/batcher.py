@@ -1,0 +1,201 @@
+"""A dynamic batcher: one model's requests from many concurrent videos merged into batches.
+
+Each request is one video's items (frames, text lines...). Items wait in one FIFO
+queue; a worker thread takes up to ``max_batch`` of them, waiting at most
+``max_wait_s`` after the first for the batch to fill, runs the model once, and
+routes each output row back to its request, in order. A request may span
+batches. An exception from the model reaches every request with items in that
+batch. An out-of-memory error splits the batch in halves and retries them, and
+lowers the batch size used from then on (the memory budget it found).
+
+Each batcher has its own thread (and, on a GPU, may run under its own CUDA
+stream through ``context``), so a slow model never holds up another's queue.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from reelscope.errors import ConfigError, EngineError
+
+log = logging.getLogger("reelscope.batcher")
+
+ModelFn = Callable[[np.ndarray], np.ndarray]
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """torch.cuda.OutOfMemoryError, MemoryError, or an error that says it ran out of memory."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    return "out of memory" in str(exc).lower()
+
+
+@dataclass(frozen=True)
+class BatcherOptions:
+    max_batch: int = 32  # items per model call
+    max_wait_s: float = 0.005  # how long the first item waits for others to join it
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1:
+            raise ConfigError(f"max_batch must be at least 1, got {self.max_batch}")
+        if self.max_wait_s < 0:
+            raise ConfigError(f"max_wait_s must not be negative, got {self.max_wait_s}")
+
+
+@dataclass
+class BatcherStats:
+    batches: int = 0
+    items: int = 0
+    oom_splits: int = 0
+    sizes: list[int] = field(default_factory=list)
+
+    @property
+    def mean_batch(self) -> float:
+        return self.items / self.batches if self.batches else 0.0
+
+
+class _Request:
+    def __init__(self, n: int) -> None:
+        self.future: Future[np.ndarray] = Future()
+        self.rows: list[np.ndarray | None] = [None] * n
+        self.left = n
+        self.failed = False
+
+
+@dataclass
+class _Item:
+    request: _Request
+    index: int
+    data: np.ndarray
+    arrived: float
+
+
+class DynamicBatcher:
+    def __init__(
+        self,
+        model: ModelFn,
+        options: BatcherOptions | None = None,
+        name: str = "model",
+        context: Callable[[], AbstractContextManager[object]] | None = None,
+        oom: Callable[[BaseException], bool] = is_out_of_memory,
+    ) -> None:
+        self.model = model
+        self.options = options or BatcherOptions()
+        self.name = name
+        self.context = context or contextlib.nullcontext
+        self.oom = oom
+        self.stats = BatcherStats()
+        self.batch_limit = self.options.max_batch  # lowered when out of memory
+        self._queue: deque[_Item] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
+        self._thread.start()
+
+    # callers ------------------------------------------------------------------------
+
+    def submit(self, items: Sequence[np.ndarray] | np.ndarray) -> Future[np.ndarray]:
+        """Queue one request's items; the future gives the model's rows for them, in order."""
+        request = _Request(len(items))
+        if len(items) == 0:
+            request.future.set_result(np.zeros((0,), np.float32))
+            return request.future
+        now = time.monotonic()
+        with self._cond:
+            if self._closed:
+                raise EngineError(f"batcher {self.name!r} is closed")
+            self._queue.extend(_Item(request, i, np.asarray(x), now) for i, x in enumerate(items))
+            self._cond.notify()
+        return request.future
+
+    def run(self, items: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+        """Submit and wait."""
+        return self.submit(items).result()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join()
+
+    def __enter__(self) -> DynamicBatcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # the worker ---------------------------------------------------------------------
+
+    def _take(self) -> list[_Item] | None:
+        with self._cond:
+            while not self._queue:
+                if self._closed:
+                    return None
+                self._cond.wait()
+            deadline = self._queue[0].arrived + self.options.max_wait_s
+            while len(self._queue) < self.batch_limit and not self._closed:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            n = min(self.batch_limit, len(self._queue))
+            return [self._queue.popleft() for _ in range(n)]
+
+    def _loop(self) -> None:
+        with self.context():
+            while (batch := self._take()) is not None:
+                live = [item for item in batch if not item.request.failed]
+                if live:
+                    self._run(live)
+
+    def _run(self, batch: list[_Item]) -> None:
+        if len(batch) > self.batch_limit:  # the limit fell (out of memory) since it was taken
+            for start in range(0, len(batch), self.batch_limit):
+                self._run(batch[start : start + self.batch_limit])
+            return
+        try:
+            out = np.asarray(self.model(np.stack([item.data for item in batch])))
+        except Exception as exc:
+            if self.oom(exc) and len(batch) > 1:
+                half = len(batch) // 2
+                self.stats.oom_splits += 1
+                self.batch_limit = max(1, min(self.batch_limit, half))
+                log.warning("batcher %s: out of memory at batch %d; splitting, batch limit "
+                            "now %d", self.name, len(batch), self.batch_limit)
+                self._run(batch[:half])
+                self._run(batch[half:])
+                return
+            for request in {id(item.request): item.request for item in batch}.values():
+                if not request.failed:
+                    request.failed = True
+                    request.future.set_exception(exc)
+            return
+        if len(out) != len(batch):
+            error = EngineError(
+                f"model {self.name!r} returned {len(out)} rows for a batch of {len(batch)}")
+            for item in batch:
+                if not item.request.failed:
+                    item.request.failed = True
+                    item.request.future.set_exception(error)
+            return
+        self.stats.batches += 1
+        self.stats.items += len(batch)
+        self.stats.sizes.append(len(batch))
+        for item, row in zip(batch, out, strict=True):
+            request = item.request
+            if request.failed:
+                continue
+            request.rows[item.index] = row
+            request.left -= 1
+            if request.left == 0:
+                request.future.set_result(np.stack(request.rows))  # type: ignore[arg-type]

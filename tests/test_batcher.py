@@ -1,0 +1,142 @@
+"""The dynamic batcher, with model stand-ins on the CPU (the batcher itself is the real one)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import pytest
+
+from reelscope.errors import ConfigError
+from reelscope.pipeline.batcher import BatcherOptions, DynamicBatcher
+
+
+class StandIn:
+    """Doubles its input; records batch sizes; can fail on a value or above a batch size."""
+
+    def __init__(self, oom_above: int | None = None, delay_s: float = 0.0) -> None:
+        self.sizes: list[int] = []
+        self.oom_above = oom_above
+        self.delay_s = delay_s
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        too_big = self.oom_above is not None and len(x) > self.oom_above
+        if too_big or np.any(x >= HUGE):
+            raise RuntimeError(f"CUDA out of memory. Tried to allocate {len(x)} frames")
+        if np.any(x < 0):
+            raise ValueError("negative pixels: a poisoned input")
+        time.sleep(self.delay_s)
+        self.sizes.append(len(x))
+        return x * 2
+
+
+HUGE = 1e6  # a stand-in frame so large that it does not fit in memory even alone
+
+
+def frames(video: int, n: int) -> np.ndarray:
+    """n distinct 'frames' of one video (3 values each)."""
+    return np.array([[video, i, video * 1000 + i] for i in range(n)], dtype=np.float32)
+
+
+def test_outputs_return_to_their_videos_in_order() -> None:
+    model = StandIn(delay_s=0.001)
+    with DynamicBatcher(model, BatcherOptions(max_batch=16, max_wait_s=0.002)) as batcher:
+        videos = {v: frames(v, 1 + (v * 7) % 40) for v in range(60)}
+        with ThreadPoolExecutor(12) as pool:
+            results = dict(zip(videos, pool.map(batcher.run, videos.values()), strict=True))
+    for v, x in videos.items():
+        np.testing.assert_array_equal(results[v], x * 2)
+    assert max(model.sizes) == 16 and sum(model.sizes) == sum(len(x) for x in videos.values())
+    full = sum(size == 16 for size in model.sizes)
+    assert full >= 0.8 * len(model.sizes)  # frames of different videos share batches
+
+
+def test_batches_never_exceed_max_batch_and_fill_up() -> None:
+    model = StandIn()
+    with DynamicBatcher(model, BatcherOptions(max_batch=8, max_wait_s=0.5)) as batcher:
+        futures = [batcher.submit(frames(v, 5)) for v in range(10)]  # 50 frames at once
+        for v, f in enumerate(futures):
+            np.testing.assert_array_equal(f.result(), frames(v, 5) * 2)
+    assert model.sizes == [8, 8, 8, 8, 8, 8, 2]
+
+
+def test_first_frame_waits_at_most_max_wait_for_company() -> None:
+    model = StandIn()
+    with DynamicBatcher(model, BatcherOptions(max_batch=32, max_wait_s=0.5)) as batcher:
+        first = batcher.submit(frames(1, 3))
+        time.sleep(0.05)
+        second = batcher.submit(frames(2, 3))
+        first.result(), second.result()
+    assert model.sizes == [6]  # the second video joined the first one's batch
+
+    model = StandIn()
+    with DynamicBatcher(model, BatcherOptions(max_batch=32, max_wait_s=0.0)) as batcher:
+        first = batcher.submit(frames(1, 3))
+        first.result()
+        start = time.monotonic()
+        batcher.run(frames(2, 3))
+    assert model.sizes == [3, 3]  # no waiting: each video ran on its own
+    assert time.monotonic() - start < 0.4
+
+
+def test_a_model_error_reaches_every_video_in_the_batch() -> None:
+    model = StandIn()
+    with DynamicBatcher(model, BatcherOptions(max_batch=32, max_wait_s=0.3)) as batcher:
+        good = batcher.submit(frames(1, 4))
+        poisoned = batcher.submit(-frames(2, 4) - 1)
+        for f in (good, poisoned):
+            with pytest.raises(ValueError, match="negative pixels: a poisoned input"):
+                f.result(timeout=5)
+        later = batcher.run(frames(3, 4))  # the batcher lives on
+    np.testing.assert_array_equal(later, frames(3, 4) * 2)
+
+
+def test_out_of_memory_splits_the_batch_and_lowers_the_limit() -> None:
+    model = StandIn(oom_above=8)
+    with DynamicBatcher(model, BatcherOptions(max_batch=32, max_wait_s=0.3)) as batcher:
+        futures = [batcher.submit(frames(v, 10)) for v in range(4)]
+        for v, f in enumerate(futures):
+            np.testing.assert_array_equal(f.result(timeout=5), frames(v, 10) * 2)
+        assert batcher.batch_limit == 8
+        assert batcher.stats.oom_splits == 2  # 32 -> 16 -> 8
+        assert max(model.sizes) <= 8 and sum(model.sizes) == 40
+        model.sizes.clear()
+        batcher.run(frames(9, 20))
+    assert model.sizes == [8, 8, 4]  # later batches respect the budget found
+
+
+def test_a_frame_that_never_fits_fails_only_its_video() -> None:
+    model = StandIn()
+    with DynamicBatcher(model, BatcherOptions(max_batch=8, max_wait_s=0.3)) as batcher:
+        fine = batcher.submit(frames(1, 3))
+        huge = batcher.submit(frames(2, 1) + HUGE)
+        with pytest.raises(RuntimeError, match="CUDA out of memory"):
+            huge.result(timeout=5)
+        np.testing.assert_array_equal(fine.result(timeout=5), frames(1, 3) * 2)
+
+
+def test_a_slow_model_does_not_block_another_models_queue() -> None:
+    slow, fast = StandIn(delay_s=1.0), StandIn()
+    with (
+        DynamicBatcher(slow, BatcherOptions(max_wait_s=0.0), name="slow") as slow_b,
+        DynamicBatcher(fast, BatcherOptions(max_wait_s=0.0), name="fast") as fast_b,
+    ):
+        pending = slow_b.submit(frames(1, 4))
+        fast_b.run(frames(2, 4))
+        assert not pending.done()  # the fast model answered while the slow one still works
+        pending.result()
+
+
+def test_bad_options_are_refused() -> None:
+    with pytest.raises(ConfigError, match="max_batch must be at least 1"):
+        BatcherOptions(max_batch=0)
+
+
+def test_closed_batcher_refuses_work() -> None:
+    batcher = DynamicBatcher(StandIn())
+    batcher.close()
+    with pytest.raises(Exception, match="is closed"):
+        batcher.submit(frames(1, 1))
+    assert threading.active_count() >= 1
