@@ -53,6 +53,10 @@ def engine_group() -> None:
               help="pictures for the accuracy gate only (default: held out from --calibration)")
 @click.option("--samples", type=int, default=CalibrationOptions.samples, show_default=True,
               help="calibration inputs to generate")
+@click.option("--monitor-reference", type=click.Path(exists=True, path_type=Path), default=None,
+              help="pictures or videos like the traffic the engine will serve: the fp32 "
+                   "reference's confidences on them are stored for drift monitoring "
+                   "(default: the held-out inputs)")
 @click.option("--holdout", type=int, default=CalibrationOptions.holdout, show_default=True,
               help="held-out inputs for the accuracy gate")
 @click.option("--normalize", type=click.Choice(NORMALIZATIONS), default="imagenet",
@@ -70,7 +74,7 @@ def engine_group() -> None:
 @click.option("--threads", type=int, default=0, help="CPU threads; 0 = all")
 def build_cmd(model: str, output: Path, backend: str, precision: str, profiles: tuple[str, ...],
               device: str, calibration: Path | None, gate_inputs: Path | None, samples: int,
-              holdout: int,
+              monitor_reference: Path | None, holdout: int,
               normalize: str, class_outputs: tuple[str, ...], min_top1: float | None,
               min_top1_confident: float | None, min_cosine: float | None, autotune: bool,
               cuda_graphs: bool, threads: int) -> None:
@@ -90,6 +94,7 @@ def build_cmd(model: str, output: Path, backend: str, precision: str, profiles: 
         calibration=CalibrationOptions(
             source=str(calibration.resolve()) if calibration else "",
             holdout_source=str(gate_inputs.resolve()) if gate_inputs else "", samples=samples,
+            reference_source=str(monitor_reference.resolve()) if monitor_reference else "",
             holdout=holdout, normalization=normalize,  # type: ignore[arg-type]
         ),
         gate=gate,
@@ -141,6 +146,12 @@ def inspect_cmd(engine: Path, as_json: bool) -> None:
     engine_notes = m.options.get("engine", {})
     if engine_notes:
         out.print("engine    " + ", ".join(f"{k}={v}" for k, v in engine_notes.items()))
+    if m.monitor:
+        values = m.monitor.get("values", [])
+        median = values[len(values) // 2] if values else float("nan")
+        out.print(f"monitor   drift reference: {len(values)} top-1 confidences of "
+                  f"{m.monitor.get('output')!r} (median {median:.3f}) from "
+                  f"{m.monitor.get('origin')}")
     acc = m.accuracy
     if acc:
         table = Table("output", "kind", "metrics", title=(

@@ -188,6 +188,16 @@ def from_arrays(arrays: Iterable[np.ndarray], shape_chw: tuple[int, int, int],
     return make_inputs(items, shape_chw, options, pictures_digest(items), "iterable")
 
 
+def centre_inputs(pictures: Sequence[np.ndarray], shape_chw: tuple[int, int, int],
+                  normalization: str, limit: int = 1024) -> np.ndarray:
+    """Each picture's centre crop, as a pipeline frames it: no augmentation (monitor reference)."""
+    _, h, w = shape_chw
+    usable = [p for p in pictures if p.ndim == 3 and p.shape[2] == 3][:limit]
+    if not usable:
+        raise InputError("no usable pictures for the monitor reference")
+    return normalize(np.stack([_centre_crop(p, h, w) for p in usable]), normalization)
+
+
 def random_inputs(shape: tuple[int, ...], n: int, seed: int) -> np.ndarray:
     """Standard-normal inputs, used by the gate only when no pictures were given."""
     return np.random.default_rng(seed).standard_normal((n, *shape[1:]), dtype=np.float32)

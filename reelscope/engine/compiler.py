@@ -159,6 +159,7 @@ def build(source: ModelSource | str | Path, output: Path, options: BuildOptions 
             "(a folder of images or videos, or one video)"
         )
     name = profiles[0].name
+    class_outputs = options.class_outputs  # as given, for the monitor reference
     if inputs is not None:
         holdout, origin = inputs.holdout, inputs.origin
     else:  # random inputs carry no class meaning: every output is compared as features
@@ -186,8 +187,12 @@ def build(source: ModelSource | str | Path, output: Path, options: BuildOptions 
                                    options.class_outputs)
             progress(f"accuracy gate: {'pass' if report.passed else 'FAIL'}: {report.summary()}")
             if report.passed:
+                monitor = _monitor_reference(
+                    src, profiles, dataclasses.replace(options, class_outputs=class_outputs),
+                    reference if inputs is not None else None, origin, threads, max_batch,
+                    progress)
                 manifest = dataclasses.replace(
-                    manifest, accuracy=report.to_dict(),
+                    manifest, accuracy=report.to_dict(), monitor=monitor,
                     build_seconds=round(time.perf_counter() - started, 2))
                 return artifact.write(output, manifest, candidate.payload)
         assert report is not None, "a builder yields at least one candidate"
@@ -195,6 +200,41 @@ def build(source: ModelSource | str | Path, output: Path, options: BuildOptions 
             f"{options.precision} engine rejected by the accuracy gate, no engine written: "
             + "; ".join(report.failures)
         )
+
+
+def _monitor_reference(src: ModelSource, profiles: tuple[Profile, ...], options: BuildOptions,
+                       reference: Mapping[str, np.ndarray] | None, origin: str, threads: int,
+                       max_batch: int, progress: Progress) -> dict[str, Any]:
+    """The fp32 reference's top-1 confidences on validation inputs (the first class output),
+    stored with the engine so that online drift can be measured against them: on the
+    centre crops of ``reference_source`` when given, else on the held-out pictures
+    (none when the gate ran on random inputs)."""
+    from reelscope.monitor.drift import top1_confidence
+
+    opts = options.calibration
+    outputs = [k for k in src.output_names if gate.is_class_output(k, options.class_outputs)]
+    if not outputs:
+        return {}
+    name = outputs[0]
+    if opts.reference_source:
+        pictures, _ = calibration.pictures_from_path(Path(opts.reference_source))
+        shape = profiles[0].opt[1:]
+        chw = (int(shape[0]), int(shape[1]), int(shape[2]))
+        data = calibration.centre_inputs(pictures, chw, opts.normalization)
+        progress(f"monitor reference: fp32 confidences on {len(data)} centre crops")
+        with reference_runner(src, profiles, threads or os.cpu_count() or 1) as ref:
+            values = top1_confidence(run_batched(ref, profiles[0].name, data, max_batch)[name])
+        origin = f"{opts.reference_source}: {len(pictures)} pictures, centre crops"
+    elif reference is not None:
+        values = top1_confidence(reference[name])
+    else:
+        return {}
+    return {
+        "output": name,
+        "confidence": "top1_probability",
+        "origin": origin,
+        "values": [round(float(v), 5) for v in np.sort(values)],
+    }
 
 
 def _manifest(src: ModelSource, backend: str, payload_format: str, options: BuildOptions,
@@ -286,6 +326,13 @@ def load(path: Path, *, rebuild: RebuildPolicy = "auto", device: str = "auto",
     builder = backends.get(manifest.backend)()
     runner = builder.runner(payload, manifest, where, threads)
     return Engine(path, manifest, runner, rebuilt, time.perf_counter() - start)
+
+
+def fallback_runner(engine: Engine, threads: int = 0) -> Runner:
+    """The fp32 reference of the engine's recorded source model (not yet activated): the path
+    a monitored task falls back to. EngineMismatchError when the source is gone or changed."""
+    src = _recorded_source(engine.manifest, f"{engine.path} has no fp32 fallback", ())
+    return reference_runner(src, engine.manifest.profiles, threads or os.cpu_count() or 1)
 
 
 def _device_of(manifest: Manifest) -> str:

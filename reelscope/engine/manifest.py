@@ -79,6 +79,8 @@ class Manifest:
     build_seconds: float
     options: Mapping[str, Any] = field(default_factory=dict)  # build options, calibration
     accuracy: Mapping[str, Any] = field(default_factory=dict)  # the gate's report
+    # the fp32 reference's output confidences on validation inputs, for drift monitoring
+    monitor: Mapping[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -103,6 +105,7 @@ class Manifest:
             "build_seconds": self.build_seconds,
             "options": dict(self.options),
             "accuracy": dict(self.accuracy),
+            "monitor": dict(self.monitor),
         }
 
     def to_json(self) -> str:
@@ -130,6 +133,7 @@ class Manifest:
             build_seconds=float(d["build_seconds"]),
             options=dict(d.get("options", {})),
             accuracy=dict(d.get("accuracy", {})),
+            monitor=dict(d.get("monitor", {})),
         )
 
 

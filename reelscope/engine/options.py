@@ -124,6 +124,10 @@ class CalibrationOptions:
 
     source: str = ""  # a folder of images/videos, or one video; "" = none
     holdout_source: str = ""  # pictures for the gate only; "" = held out from ``source``
+    # pictures or videos like the traffic: their centre crops, through the fp32 reference,
+    # give the confidence distribution that online drift is measured against;
+    # "" = the held-out inputs
+    reference_source: str = ""
     samples: int = 256  # calibration inputs (crops) generated
     holdout: int = 128  # held-out inputs for the accuracy gate
     normalization: Normalization = "imagenet"

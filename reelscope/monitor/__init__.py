@@ -1,0 +1,1 @@
+"""Watching engines in production: latency, errors, confidence drift; fallback and recovery."""
