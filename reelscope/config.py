@@ -78,6 +78,45 @@ class Settings:
     copyright_min_score: float = field(
         default=0.6, metadata=_help("lowest score (0-1) reported as a copyright match")
     )
+    # monitoring -------------------------------------------------------------
+    monitor: bool = field(
+        default=True,
+        metadata=_help(
+            "guard the classifier engine with its fp32 reference: errors, NaN/inf, drift or "
+            "latency over budget switch to the reference until the engine probes healthy"
+        ),
+    )
+    monitor_window: int = field(
+        default=288, metadata=_help("outputs (frames) in the confidence-drift window")
+    )
+    monitor_psi_max: float = field(
+        default=1.0, metadata=_help("drift alarm: population stability index above this")
+    )
+    monitor_ks_max: float = field(
+        default=0.4, metadata=_help("drift alarm: Kolmogorov-Smirnov statistic above this")
+    )
+    monitor_shadow_items: int = field(
+        default=4,
+        metadata=_help("items of each engine call also run on the fp32 reference to compare "
+                       "(0 = off)"),
+    )
+    monitor_shadow_agreement: float = field(
+        default=0.5,
+        metadata=_help("shadow check alarm: top-1 agreement with the reference below this "
+                       "over the last 16 checked items"),
+    )
+    monitor_latency_budget_s: float = field(
+        default=5.0, metadata=_help("one engine call slower than this is a strike; 0 = off")
+    )
+    monitor_cooldown_s: float = field(
+        default=60.0, metadata=_help("seconds on the fallback before the engine is probed")
+    )
+    monitor_probes: int = field(
+        default=3, metadata=_help("healthy shadow probes in a row that restore the engine")
+    )
+    alert_webhook: str = field(
+        default="", metadata=_help("URL that receives an alert when a task falls back")
+    )
     # service ----------------------------------------------------------------
     workers: int = field(
         default=1, metadata=_help("analysis workers in 'reelscope serve' (0: run none)")

@@ -96,6 +96,8 @@ class EngineUse:
     backend: str
     precision: str
     model: str = ""
+    path: str = "engine"  # what served the task: engine, fallback, or engine+fallback
+    fallback_active: bool = False  # the task's engine was bypassed when the report was made
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,15 @@ def test_sample_uploaded_and_reported(
         assert api.get(f"/v1/videos/{video_id}/similar").json() == []
 
         metrics = httpx.get(server.url + "/metrics").text
+    monitor = httpx.get(server.url + "/v1/monitor").json()
+    assert [(t["task"], t["state"], t["path"]) for t in monitor["tasks"]] == [
+        ("classify", "healthy", "engine")
+    ]
+    status = server.cli("monitor", "status", "--url", server.url)
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.startswith("classify: healthy (serving: engine), incidents 0")
+    assert report["engines"]["classify"]["path"] == "engine"
+    assert report["engines"]["classify"]["fallback_active"] is False
     families = {f.name: f for f in text_string_to_metric_families(metrics)}
     jobs = {s.labels["status"]: s.value for s in families["reelscope_jobs"].samples}
     assert jobs == {"queued": 0, "running": 0, "done": 1, "failed": 0}
@@ -70,6 +79,9 @@ def test_sample_uploaded_and_reported(
         and s.labels["method"] == "POST"
     ]
     assert sum(s.value for s in uploads) == 2
+    fallback = families["reelscope_task_fallback_active"].samples
+    assert [(s.labels["task"], s.value) for s in fallback] == [("classify", 0.0)]
+    assert families["reelscope_task_requests"].samples[0].value >= 1
 
 
 def test_keys_are_required_and_isolated(make_server: Callable[..., Server]) -> None:

@@ -17,7 +17,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from reelscope.cli.engine import engine_group
 from reelscope.cli.options import ANALYSIS_FIELDS, build_settings, settings_options
 from reelscope.cli.render import similar_table, summary
-from reelscope.cli.service import keys_group, serve, worker
+from reelscope.cli.service import keys_group, monitor_group, serve, worker
 from reelscope.config import Settings
 from reelscope.errors import InputError, ReelscopeError
 from reelscope.pipeline.analyzer import STAGES, Analyzer
@@ -170,6 +170,7 @@ cli.add_command(engine_group)
 cli.add_command(keys_group)
 cli.add_command(serve)
 cli.add_command(worker)
+cli.add_command(monitor_group)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,16 @@ ANALYSIS_FIELDS = (
     "similar_k",
     "copyright_min_score",
     "cache_dir",
+    "monitor",
+    "monitor_window",
+    "monitor_psi_max",
+    "monitor_ks_max",
+    "monitor_shadow_items",
+    "monitor_shadow_agreement",
+    "monitor_latency_budget_s",
+    "monitor_cooldown_s",
+    "monitor_probes",
+    "alert_webhook",
 )
 SERVICE_FIELDS = (
     *ANALYSIS_FIELDS,

@@ -110,6 +110,7 @@ def worker(ctx: click.Context, metrics_port: int, **overrides: Any) -> None:
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
     pool = WorkerPool(settings, store, metrics)
+    metrics.watch(pool.models.monitor)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -117,3 +118,43 @@ def worker(ctx: click.Context, metrics_port: int, **overrides: Any) -> None:
     stop.wait()
     click.echo("stopping: waiting for running jobs", err=True)
     pool.stop()
+
+
+@click.group("monitor")
+def monitor_group() -> None:
+    """Health of the engines of a running service."""
+
+
+@monitor_group.command("status")
+@click.option("--url", default="http://127.0.0.1:8000", show_default=True,
+              help="the service (reelscope serve) to ask")
+@click.option("--json", "as_json", is_flag=True, help="print the JSON as served")
+def monitor_status(url: str, as_json: bool) -> None:
+    """Per task: the path serving it, incidents, drift and latency (exit 1 if degraded)."""
+    import json
+
+    import httpx
+
+    from reelscope.errors import ServiceError
+
+    try:
+        body = httpx.get(url.rstrip("/") + "/v1/monitor", timeout=10).json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise ServiceError(f"cannot read {url}/v1/monitor: {exc}") from exc
+    if as_json:
+        click.echo(json.dumps(body, indent=2))
+    elif not body["tasks"]:
+        click.echo("no monitored task yet (no worker has loaded its models)")
+    for t in [] if as_json else body["tasks"]:
+        drift = "-"
+        if t["drift_psi"] is not None:
+            drift = f"PSI {t['drift_psi']:.2f} KS {t['drift_ks']:.2f}"
+        p95 = "-" if t["latency_p95_s"] is None else f"{t['latency_p95_s'] * 1000:.0f} ms"
+        click.echo(
+            f"{t['task']}: {t['state']} (serving: {t['path']}), incidents {t['incidents']}, "
+            f"calls {t['requests']}, errors {t['errors'] + t['invalid_outputs']}, "
+            f"drift {drift}, p95 {p95}"
+            + (f"; {t['reason']}" if t["reason"] else "")
+        )
+    if any(t["state"] != "healthy" for t in body["tasks"]):
+        raise SystemExit(1)

@@ -144,7 +144,7 @@ class Analyzer:
             similar=similar,
             timings_s=timings,
             engines={
-                "classify": self.models.classifier.engine,
+                "classify": self.models.classifier.engine_use(classified),
                 "ocr": self.models.ocr.engine,
                 "asr": self.models.speech.engine,
                 "text_embed": self.models.text_encoder.engine,

@@ -5,11 +5,17 @@ from __future__ import annotations
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
+
 from reelscope.config import Settings
 from reelscope.engine import compiler
+from reelscope.engine.base import Runner
 from reelscope.engine.compiler import Engine
 from reelscope.engine.options import BuildOptions, CalibrationOptions, Normalization, Profile
 from reelscope.models import model
+from reelscope.monitor.guard import GuardedRunner
+from reelscope.monitor.health import Alerter, Monitor
+from reelscope.monitor.policy import MonitorPolicy
 from reelscope.tasks import asr, classify, sentiment
 from reelscope.tasks.asr import SpeechRecognizer
 from reelscope.tasks.classify import Classifier
@@ -61,7 +67,30 @@ class Models:
             engine = self._engine("classifier", classify.export_onnx(self.settings.cache_path),
                                   classify.input_profile(), normalization="symmetric")
         max_batch = engine.manifest.profiles[0].max[0] if engine.manifest.profiles else 32
-        return Classifier(engine.runner, batch_size=min(32, max_batch))
+        return Classifier(self._guard("classify", engine), batch_size=min(32, max_batch))
+
+    @cached_property
+    def monitor(self) -> Monitor:
+        s = self.settings
+        policy = MonitorPolicy(
+            window=s.monitor_window, psi_max=s.monitor_psi_max, ks_max=s.monitor_ks_max,
+            shadow_items=s.monitor_shadow_items, shadow_agreement=s.monitor_shadow_agreement,
+            latency_budget_s=s.monitor_latency_budget_s, cooldown_s=s.monitor_cooldown_s,
+            probes=s.monitor_probes,
+        )
+        return Monitor(policy, Alerter(s.alert_webhook))
+
+    def _guard(self, task: str, engine: Engine) -> Runner:
+        """The engine's runner, guarded by its fp32 reference when monitoring is on."""
+        if not self.settings.monitor:
+            return engine.runner
+        reference = engine.manifest.monitor.get("values")
+        output = engine.manifest.monitor.get("output") or engine.manifest.outputs[0]
+        fallback = compiler.fallback_runner(engine, self.picture_threads)
+        health = self.monitor.task(task, None if reference is None else np.asarray(reference))
+        guarded = GuardedRunner(engine.runner, fallback, health, output)
+        guarded.__enter__()
+        return guarded
 
     @cached_property
     def ocr(self) -> OcrReader:

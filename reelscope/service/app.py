@@ -79,6 +79,7 @@ def create_app(settings: Settings, *, workers: int | None = None) -> FastAPI:
         service.deliverer.start()
         if count:
             service.pool = WorkerPool(settings, store, service.metrics)
+            service.metrics.watch(service.pool.models.monitor)
             service.pool.start(count)
         yield
         if service.pool is not None:
@@ -139,6 +140,13 @@ def _routes(app: FastAPI, svc: Service) -> None:
         except ReelscopeError as exc:
             return JSONResponse({"status": "unavailable", "error": str(exc)}, status_code=503)
         return JSONResponse({"status": "ok", "database": svc.store.dialect, "jobs": counts})
+
+    @app.get("/v1/monitor", tags=["service"])
+    def monitor() -> dict[str, Any]:
+        """Per-task health of this server's workers: path, incidents, drift, latency."""
+        if svc.pool is None:
+            return {"workers": 0, "tasks": []}
+        return {"workers": svc.settings.workers, "tasks": svc.pool.models.monitor.snapshot()}
 
     @app.get("/metrics", tags=["service"])
     def metrics() -> Response:

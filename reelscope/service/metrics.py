@@ -16,6 +16,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from reelscope.monitor.health import Monitor
+from reelscope.monitor.metrics import MonitorCollector
 from reelscope.report import Report
 from reelscope.store.events import Outbox
 from reelscope.store.jobs import JobQueue
@@ -61,6 +63,10 @@ class Metrics:
         gpu = _GpuCollector.open()
         if gpu is not None:
             self.registry.register(gpu)
+
+    def watch(self, monitor: Monitor) -> None:
+        """Export the engines' health (fallback, drift, latency) of this process."""
+        self.registry.register(MonitorCollector(monitor))
 
     def observe_report(self, report: Report) -> None:
         for stage, seconds in report.timings_s.items():

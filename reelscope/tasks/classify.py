@@ -18,6 +18,7 @@ from reelscope.engine.base import Runner
 from reelscope.engine.options import Profile
 from reelscope.errors import ModelError
 from reelscope.models import model
+from reelscope.monitor.guard import GuardedRunner
 from reelscope.report import EngineUse, Label
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ class ClassifyOutput:
     times_s: np.ndarray  # (n,)
     probs: np.ndarray  # (n, 1000) softmax
     features: np.ndarray  # (n, 1280) pooled, before the classifier layer
+    paths: frozenset[str] = frozenset({"engine"})  # engine and/or fallback (monitored runs)
 
 
 @cache
@@ -114,9 +116,24 @@ class Classifier:
 
     @property
     def engine(self) -> EngineUse:
-        return EngineUse(self.runner.NAME, self.runner.precision, model(MODEL_KEY).name)
+        return self.engine_use()
+
+    def engine_use(self, out: ClassifyOutput | None = None) -> EngineUse:
+        """Backend and precision, and which path served ``out`` when the engine is guarded."""
+        runner = self.runner
+        if isinstance(runner, GuardedRunner):
+            paths = sorted(out.paths) if out is not None else ["engine"]
+            return EngineUse(
+                runner.primary.NAME, runner.precision, model(MODEL_KEY).name,
+                path="+".join(paths) if paths else "engine",
+                fallback_active=runner.health.state == "fallback",
+            )
+        return EngineUse(runner.NAME, runner.precision, model(MODEL_KEY).name)
 
     def run(self, frames: Sequence[Frame]) -> ClassifyOutput:
+        guarded = self.runner if isinstance(self.runner, GuardedRunner) else None
+        if guarded is not None:
+            guarded.begin()
         probs, feats = [], []
         for start in range(0, len(frames), self.batch_size):
             chunk = frames[start : start + self.batch_size]
@@ -129,6 +146,7 @@ class Classifier:
             times_s=np.array([f.time_s for f in frames], dtype=np.float64),
             probs=np.concatenate(probs) if probs else np.zeros((0, 1000), np.float32),
             features=np.concatenate(feats) if feats else np.zeros((0, 1280), np.float32),
+            paths=frozenset(guarded.paths()) if guarded is not None else frozenset({"engine"}),
         )
 
 
