@@ -38,12 +38,14 @@ def main() -> None:
             analyzers[monitor].analyze(args.clip, force=True)  # load and warm
         times: dict[bool, list[float]] = {True: [], False: []}
         labels: dict[bool, list[float]] = {True: [], False: []}
+        ocr: dict[bool, list[float]] = {True: [], False: []}
         for _ in range(args.repeat):
             for monitor, analyzer in analyzers.items():
                 start = time.perf_counter()
                 report = analyzer.analyze(args.clip, force=True).report
                 times[monitor].append(time.perf_counter() - start)
                 labels[monitor].append(report.timings_s["labels"])
+                ocr[monitor].append(report.timings_s["ocr"])
     result = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{cpu_identity()['cpu']}, {os.cpu_count()} cores",
@@ -53,6 +55,7 @@ def main() -> None:
             ("monitor_on" if m else "monitor_off"): {
                 "total_s_median": round(statistics.median(times[m]), 3),
                 "labels_stage_s_median": round(statistics.median(labels[m]), 3),
+                "ocr_stage_s_median": round(statistics.median(ocr[m]), 3),
             }
             for m in (True, False)
         },

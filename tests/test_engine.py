@@ -309,7 +309,8 @@ def test_classifier_engines_in_the_pipeline(engine_cli, run_cli, classifier_onnx
 
 def test_ocr_reads_through_engines(cache_dir: Path) -> None:
     """The OCR detector and recognizer are engines in the cache, and rapidocr runs
-    their sessions (not sessions of its own) to read the sample's caption."""
+    their sessions (not sessions of its own, and through the monitor's guard) to read
+    a caption."""
     from reelscope.config import Settings
     from reelscope.pipeline.models import Models
 
@@ -317,8 +318,10 @@ def test_ocr_reads_through_engines(cache_dir: Path) -> None:
     reader = models.ocr
     assert reader.engines is not None
     det, rec = reader.engines
-    assert reader._engine.text_det.session.session is det.session  # type: ignore[attr-defined]
-    assert reader._engine.text_rec.session.session is rec.session  # type: ignore[attr-defined]
+    for part, guarded in ((reader._engine.text_det, det), (reader._engine.text_rec, rec)):
+        session = part.session.session  # type: ignore[attr-defined]
+        assert session.runner is guarded  # rapidocr's calls go through the guard...
+        assert session.session is guarded.primary.session  # ...to the engine's own session
     for name in ("ocr-det-small-960-fp32.engine", "ocr-rec-small-fp32.engine"):
         manifest, _ = artifact.read(cache_dir / "engines" / name)
         assert manifest.backend == "onnxruntime" and manifest.accuracy["passed"]

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import pytest
 import traffic
+from conftest import SAMPLE
 from faults import nan_engine, perturb_engine
 from service_harness import Receiver
 
@@ -70,9 +71,9 @@ def good_engine(
 def analyze(tmp_path: Path, cache_dir: Path) -> Iterator[Callable[..., Analyzer]]:
     stores: list[Store] = []
 
-    def make(engine: Path, **settings: Any) -> Analyzer:
+    def make(engine: Path | None, **settings: Any) -> Analyzer:
         s = Settings.from_env({}, db=str(tmp_path / "db.sqlite"), cache_dir=str(cache_dir),
-                              classifier_engine=str(engine), **settings)
+                              classifier_engine=str(engine or ""), **settings)
         store = Store(s.database_url)
         stores.append(store)
         return Analyzer(s, store, Models(s))
@@ -208,3 +209,23 @@ def test_raising_engine_falls_back_then_recovers(
     receiver.stop()
     assert [e["event"] for e in receiver.events] == ["task.degraded", "task.recovered"]
     assert "RuntimeError: CUDA error" in receiver.events[0]["reason"]
+
+
+def test_broken_ocr_recognizer_falls_back_and_captions_are_still_read(
+    analyze: Callable[..., Analyzer], truth: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    analyzer = analyze(None)
+    _ = analyzer.models.ocr
+    rec = next(r for r in analyzer.models.ocr.engines or () if r.health.task == "ocr_rec")
+
+    def garbage(feed: Any) -> Any:
+        raise RuntimeError("engine produced an invalid plan")
+
+    monkeypatch.setattr(rec.primary, "_infer", garbage)
+    report = analyzer.analyze(SAMPLE, force=True).report
+    assert [e.text for e in report.ocr] == [c["text"] for c in truth["captions"]]
+    assert report.engines["ocr"].path == "engine+fallback"  # the detector kept its engine
+    assert report.engines["ocr"].fallback_active
+    assert report.engines["classify"].path == "engine"
+    alerts = analyzer.models.monitor.alerter.sent
+    assert [(a.task, a.event) for a in alerts] == [("ocr_rec", "degraded")]

@@ -125,13 +125,15 @@ def run_batched(runner: Runner, name: str, data: np.ndarray, max_batch: int
     return {k: np.concatenate(v) for k, v in parts.items()}
 
 
-def reference_runner(source: ModelSource, profiles: tuple[Profile, ...], threads: int) -> Runner:
-    """The fp32 reference: ONNX Runtime with no graph rewriting for an ONNX model,
+def reference_runner(source: ModelSource, profiles: tuple[Profile, ...], threads: int,
+                     optimize: bool = False) -> Runner:
+    """The fp32 reference: ONNX Runtime with no graph rewriting for an ONNX model (or,
+    with ``optimize``, ONNX Runtime's own fp32 optimizations, made afresh from the source),
     eager PyTorch on the CPU for a module."""
     if source.kind == "onnx":
         from reelscope.engine.backends.onnxrt import OnnxRuntimeRunner
 
-        return OnnxRuntimeRunner(Path(source.location), threads=threads, optimize=False,
+        return OnnxRuntimeRunner(Path(source.location), threads=threads, optimize=optimize,
                                  profiles=profiles)
     from reelscope.engine.eager import EagerRunner
 
@@ -330,9 +332,13 @@ def load(path: Path, *, rebuild: RebuildPolicy = "auto", device: str = "auto",
 
 def fallback_runner(engine: Engine, threads: int = 0) -> Runner:
     """The fp32 reference of the engine's recorded source model (not yet activated): the path
-    a monitored task falls back to. EngineMismatchError when the source is gone or changed."""
+    a monitored task falls back to, and the shadow check's yardstick. ONNX Runtime fp32
+    with its standard graph optimizations, made from the source model (nothing of the
+    engine's file is used), so that serving from it costs about what an fp32 engine does.
+    EngineMismatchError when the source is gone or changed."""
     src = _recorded_source(engine.manifest, f"{engine.path} has no fp32 fallback", ())
-    return reference_runner(src, engine.manifest.profiles, threads or os.cpu_count() or 1)
+    return reference_runner(src, engine.manifest.profiles, threads or os.cpu_count() or 1,
+                            optimize=True)
 
 
 def _device_of(manifest: Manifest) -> str:

@@ -16,7 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -32,13 +32,22 @@ class GuardedRunner(Runner):
     NAME: ClassVar[str] = "guarded"
 
     def __init__(
-        self, primary: Runner, fallback: Runner, health: TaskHealth, confidence_output: str
+        self,
+        primary: Runner,
+        fallback: Runner,
+        health: TaskHealth,
+        confidence_output: str,
+        shadow_every: int = 1,
     ) -> None:
+        """``shadow_every``: run the shadow check on every n-th engine call (a model called
+        once per frame, such as a text detector, would otherwise pay double)."""
         super().__init__(primary.profiles)
         self.primary = primary
         self.fallback = fallback
         self.health = health
         self.output = confidence_output
+        self.shadow_every = max(1, shadow_every)
+        self._calls = 0
         self._local = threading.local()
 
     @property
@@ -108,7 +117,8 @@ class GuardedRunner(Runner):
         """Run a few of the batch's items on the fallback too and compare their top-1."""
         k = self.health.policy.shadow_items
         n = len(out[self.output])
-        if k <= 0 or n == 0:
+        self._calls += 1
+        if k <= 0 or n == 0 or (self._calls - 1) % self.shadow_every:
             return
         picks = np.unique(np.linspace(0, n - 1, min(k, n)).round().astype(int))
         try:
@@ -130,3 +140,21 @@ class GuardedRunner(Runner):
         agree = drift.agreement(out[self.output], reference[self.output])
         ok = agree >= self.health.policy.probe_agreement
         self.health.probe_result(ok, f"top-1 agreement {agree:.2f}")
+
+
+class GuardedSession:
+    """An ONNX Runtime session's face over a guarded runner, for libraries that call
+    ``session.run`` themselves (rapidocr): metadata from the engine's own session."""
+
+    def __init__(self, runner: GuardedRunner, session: Any) -> None:
+        self.runner = runner
+        self.session = session
+
+    def run(self, output_names: list[str] | None, feed: Mapping[str, np.ndarray],
+            *_: object) -> list[np.ndarray]:
+        out = self.runner.infer(feed)
+        names = output_names or [o.name for o in self.session.get_outputs()]
+        return [out[name] for name in names]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.session, name)

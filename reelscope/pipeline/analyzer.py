@@ -103,6 +103,7 @@ class Analyzer:
                 classified = self.models.classifier.run(frames)
                 labels = video_labels(classified, step)
             with self._timed("ocr", timings):
+                self.models.ocr.begin()
                 ocr = merge_captions(
                     read_frames(
                         self.models.ocr,
@@ -145,7 +146,7 @@ class Analyzer:
             timings_s=timings,
             engines={
                 "classify": self.models.classifier.engine_use(classified),
-                "ocr": self.models.ocr.engine,
+                "ocr": self.models.ocr.engine_use(),
                 "asr": self.models.speech.engine,
                 "text_embed": self.models.text_encoder.engine,
             },

@@ -22,6 +22,12 @@ from reelscope.tasks.classify import Classifier
 from reelscope.tasks.embed import TextEncoder
 from reelscope.tasks.ocr import OcrReader
 
+# The text detector runs once per read frame (batch 1) and is the costliest model, and
+# its fp32 reference (no graph optimization) is slower still: its shadow check runs on
+# one call in 64 (a frame in about eight videos of 12 s); the recognizer's on one in 8.
+SHADOW_EVERY_DET = 64
+SHADOW_EVERY_REC = 8
+
 
 class Models:
     """Lazily loaded models. The CPU is split between two lanes that run at once:
@@ -80,7 +86,7 @@ class Models:
         )
         return Monitor(policy, Alerter(s.alert_webhook))
 
-    def _guard(self, task: str, engine: Engine) -> Runner:
+    def _guard(self, task: str, engine: Engine, shadow_every: int = 1) -> Runner:
         """The engine's runner, guarded by its fp32 reference when monitoring is on."""
         if not self.settings.monitor:
             return engine.runner
@@ -88,7 +94,7 @@ class Models:
         output = engine.manifest.monitor.get("output") or engine.manifest.outputs[0]
         fallback = compiler.fallback_runner(engine, self.picture_threads)
         health = self.monitor.task(task, None if reference is None else np.asarray(reference))
-        guarded = GuardedRunner(engine.runner, fallback, health, output)
+        guarded = GuardedRunner(engine.runner, fallback, health, output, shadow_every)
         guarded.__enter__()
         return guarded
 
@@ -106,7 +112,8 @@ class Models:
                            holdout=16)
         return OcrReader(size, threads=self.picture_threads,
                          det_max_side=self.settings.ocr_det_max_side,
-                         engines=(det.runner, rec.runner))
+                         engines=(self._guard("ocr_det", det, shadow_every=SHADOW_EVERY_DET),
+                                  self._guard("ocr_rec", rec, shadow_every=SHADOW_EVERY_REC)))
 
     @cached_property
     def speech(self) -> SpeechRecognizer:

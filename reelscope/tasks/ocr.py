@@ -19,6 +19,7 @@ from reelscope.engine.backends.onnxrt import OnnxRuntimeRunner
 from reelscope.engine.base import Runner
 from reelscope.errors import ModelError
 from reelscope.models import model
+from reelscope.monitor.guard import GuardedRunner, GuardedSession
 from reelscope.report import EngineUse, OcrEntry
 from reelscope.tasks.lang import language_of
 from reelscope.video.decode import Frame
@@ -109,14 +110,36 @@ class OcrReader:
                     self._engine.cfg.Rec.session = rec_session
             self._engine._load_det_model()
             self._engine._load_rec_model()
+            if engines is not None:  # guarded engines answer rapidocr's own session calls
+                parts: tuple[Any, Any] = (self._engine.text_det, self._engine.text_rec)
+                for part, runner in zip(parts, engines, strict=True):
+                    if isinstance(runner, GuardedRunner):
+                        part.session.session = GuardedSession(runner, part.session.session)
         except Exception as exc:  # rapidocr raises plain exceptions on bad models
             raise ModelError(f"cannot load the OCR models: {exc}") from exc
         logging.getLogger("RapidOCR").setLevel(logging.ERROR)
 
     @property
     def engine(self) -> EngineUse:
+        return self.engine_use()
+
+    def begin(self) -> None:
+        """Start counting which paths (engine, fallback) serve this thread's reads."""
+        for runner in self._guarded():
+            runner.begin()
+
+    def engine_use(self) -> EngineUse:
         precision = self.engines[0].precision if self.engines else "fp32"
-        return EngineUse("onnxruntime", precision, f"{self.models[0].name} + {self.models[1].name}")
+        model = f"{self.models[0].name} + {self.models[1].name}"
+        guarded = self._guarded()
+        if not guarded:
+            return EngineUse("onnxruntime", precision, model)
+        paths = sorted(set().union(*(r.paths() for r in guarded))) or ["engine"]
+        active = any(r.health.state == "fallback" for r in guarded)
+        return EngineUse("onnxruntime", precision, model, "+".join(paths), active)
+
+    def _guarded(self) -> list[GuardedRunner]:
+        return [r for r in self.engines or () if isinstance(r, GuardedRunner)]
 
     def read(self, rgb: np.ndarray) -> tuple[TextLine, ...]:
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])
@@ -141,6 +164,8 @@ class OcrReader:
 
 
 def _session(runner: Runner) -> Any:
+    if isinstance(runner, GuardedRunner):
+        runner = runner.primary
     if not isinstance(runner, OnnxRuntimeRunner):
         raise ModelError(f"rapidocr runs ONNX Runtime engines only, not {runner.NAME}")
     return runner.session
