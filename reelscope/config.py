@@ -21,6 +21,7 @@ ENV_PREFIX = "REELSCOPE_"
 APP_NAME = "reelscope"
 
 OcrModel = Literal["small", "tiny"]
+AsrBackend = Literal["ctranslate2", "torch"]
 
 
 def _help(text: str) -> dict[str, str]:
@@ -66,6 +67,13 @@ class Settings:
     )
     asr_compute_type: str = field(
         default="int8", metadata=_help("CTranslate2 compute type for Whisper (int8, float32)")
+    )
+    asr_backend: AsrBackend = field(
+        default="ctranslate2",
+        metadata=_help(
+            "Whisper through faster-whisper (ctranslate2, CPU int8) or in PyTorch (torch: "
+            "the same weights, on the GPU in fp16 when CUDA is available, else CPU fp32)"
+        ),
     )
     classifier_engine: str = field(
         default="",
@@ -174,6 +182,11 @@ class Settings:
         for name in ("threads", "workers"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"setting {name} must be 0 or more, got {getattr(self, name)}")
+        if self.asr_backend not in get_args(AsrBackend):
+            raise ConfigError(
+                f"setting asr_backend must be one of {get_args(AsrBackend)}, "
+                f"got {self.asr_backend!r}"
+            )
         if self.ocr_model not in get_args(OcrModel):
             raise ConfigError(
                 f"setting ocr_model must be one of {get_args(OcrModel)}, got {self.ocr_model!r}"

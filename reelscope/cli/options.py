@@ -24,6 +24,7 @@ ANALYSIS_FIELDS = (
     "ocr_change_threshold",
     "ocr_refresh_s",
     "asr_compute_type",
+    "asr_backend",
     "similar_k",
     "copyright_min_score",
     "cache_dir",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -21,6 +22,9 @@ from reelscope.tasks.asr import SpeechRecognizer
 from reelscope.tasks.classify import Classifier
 from reelscope.tasks.embed import TextEncoder
 from reelscope.tasks.ocr import OcrReader
+
+if TYPE_CHECKING:
+    from reelscope.tasks.asr_torch import TorchSpeechRecognizer
 
 # The text detector runs once per read frame (batch 1) and is the costliest model, and
 # its fp32 reference (no graph optimization) is slower still: its shadow check runs on
@@ -116,8 +120,16 @@ class Models:
                                   self._guard("ocr_rec", rec, shadow_every=SHADOW_EVERY_REC)))
 
     @cached_property
-    def speech(self) -> SpeechRecognizer:
+    def speech(self) -> SpeechRecognizer | TorchSpeechRecognizer:
         model_dir = asr.prepare_model_dir(self.settings.cache_path)
+        if self.settings.asr_backend == "torch":
+            import torch
+
+            from reelscope.tasks.asr_torch import TorchSpeechRecognizer
+
+            cuda = torch.cuda.is_available()
+            return TorchSpeechRecognizer(model_dir, device="cuda" if cuda else "cpu",
+                                         dtype="fp16" if cuda else "fp32")
         return SpeechRecognizer(
             model_dir, threads=self.speech_threads, compute_type=self.settings.asr_compute_type
         )

@@ -1,0 +1,440 @@
+"""Whisper in PyTorch, from the same CTranslate2 weights as the CPU path (for the GPU).
+
+The CTranslate2 ``model.bin`` (format 6, fp16) is read directly and mapped onto a
+plain PyTorch encoder-decoder: self-attention ``linear_0`` is q, k, v stacked,
+cross-attention ``linear_0`` is q and ``linear_1`` k, v stacked, the output
+projection is tied to the token embeddings. Around it, the same steps as
+faster-whisper: its VAD (speech chunks joined), its log-mel features, language
+detection from the first decoder step, then greedy decoding with Whisper's
+timestamp rules and token suppression, 30 s windows at a time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, cast
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from reelscope.errors import ModelError
+from reelscope.report import EngineUse, Segment, Transcript
+
+_CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
+SAMPLE_RATE = 16_000
+N_FRAMES = 3000  # 30 s of log-mel frames
+TIME_PRECISION = 0.02  # seconds per timestamp token
+MAX_INITIAL_TIMESTAMP = 1.0
+MAX_NEW_TOKENS = 220
+
+
+def read_ct2(path: Path) -> dict[str, np.ndarray]:
+    """Every variable of a CTranslate2 model.bin (aliases resolved)."""
+
+    def text(f: BinaryIO) -> str:
+        (n,) = struct.unpack("<H", f.read(2))
+        return f.read(n)[:-1].decode()
+
+    out: dict[str, np.ndarray] = {}
+    try:
+        with path.open("rb") as f:
+            (version,) = struct.unpack("<I", f.read(4))
+            if version != 6:
+                raise ModelError(f"{path}: CTranslate2 model format {version}, expected 6")
+            text(f)
+            f.read(4)
+            (count,) = struct.unpack("<I", f.read(4))
+            for _ in range(count):
+                name = text(f)
+                (rank,) = struct.unpack("<B", f.read(1))
+                shape = struct.unpack(f"<{rank}I", f.read(4 * rank))
+                dtype_id, size = struct.unpack("<BI", f.read(5))
+                data = np.frombuffer(f.read(size), dtype=_CT2_DTYPES[dtype_id])
+                out[name] = data.reshape(shape)
+            (aliases,) = struct.unpack("<I", f.read(4))
+            for _ in range(aliases):
+                alias, target = text(f), text(f)
+                out[alias] = out[target]
+    except (OSError, struct.error, KeyError, ValueError) as exc:
+        raise ModelError(f"cannot read the Whisper weights {path}: {exc}") from exc
+    return out
+
+
+class _Attention(nn.Module):
+    def __init__(self, dim: int, heads: int, cross: bool) -> None:
+        super().__init__()
+        self.heads = heads
+        self.cross = cross
+        self.norm = nn.LayerNorm(dim)
+        if cross:
+            self.q = nn.Linear(dim, dim)
+            self.kv = nn.Linear(dim, 2 * dim)
+        else:
+            self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+
+    def _split(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        return x.view(b, t, self.heads, d // self.heads).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, memory: tuple[torch.Tensor, torch.Tensor] | None = None,
+                cache: dict[str, torch.Tensor] | None = None, causal: bool = False
+                ) -> torch.Tensor:
+        h = self.norm(x)
+        if self.cross:
+            if memory is None:
+                raise ValueError("cross-attention needs the encoder's memory")
+            q = self._split(self.q(h))
+            k, v = memory
+        else:
+            q, k, v = (self._split(t) for t in self.qkv(h).chunk(3, dim=-1))
+            if cache is not None:
+                if "k" in cache:
+                    k = torch.cat([cache["k"], k], dim=2)
+                    v = torch.cat([cache["v"], v], dim=2)
+                cache["k"], cache["v"] = k, v
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=causal and q.shape[2] > 1)
+        b, _, t, _ = y.shape
+        return x + self.out(y.transpose(1, 2).reshape(b, t, -1))
+
+    def memory(self, enc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        k, v = self.kv(enc).chunk(2, dim=-1)
+        return self._split(k), self._split(v)
+
+
+class _Ffn(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.up = nn.Linear(dim, 4 * dim)
+        self.down = nn.Linear(4 * dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.down(F.gelu(self.up(self.norm(x))))
+
+
+class _EncoderLayer(nn.Module):
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.attn = _Attention(dim, heads, False)
+        self.ffn = _Ffn(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ffn(self.attn(x))
+
+
+class _DecoderLayer(nn.Module):
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.attn = _Attention(dim, heads, False)
+        self.cross = _Attention(dim, heads, True)
+        self.ffn = _Ffn(dim)
+
+    def forward(self, x: torch.Tensor, memory: tuple[torch.Tensor, torch.Tensor],
+                cache: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.ffn(self.cross(self.attn(x, cache=cache, causal=True), memory=memory))
+
+
+class WhisperModel(nn.Module):
+    """Whisper's encoder and decoder (pre-norm transformers), sizes read from the weights."""
+
+    def __init__(self, w: dict[str, np.ndarray]) -> None:
+        super().__init__()
+        dim = int(w["encoder/conv1/weight"].shape[0])
+        mels = int(w["encoder/conv1/weight"].shape[1])
+        heads = int(w["encoder/num_heads"]) if "encoder/num_heads" in w else dim // 64
+        n_enc, n_dec = (
+            len({k.split("/")[1] for k in w
+                 if k.startswith(f"{part}/layer_") and k.split("/")[1][6:].isdigit()})
+            for part in ("encoder", "decoder"))
+        self.conv1 = nn.Conv1d(mels, dim, 3, padding=1)
+        self.conv2 = nn.Conv1d(dim, dim, 3, stride=2, padding=1)
+        self.enc_pos = nn.Parameter(torch.zeros(w["encoder/position_encodings/encodings"].shape))
+        self.enc_layers = nn.ModuleList(_EncoderLayer(dim, heads) for _ in range(n_enc))
+        self.enc_norm = nn.LayerNorm(dim)
+        self.embed = nn.Embedding(*w["decoder/embeddings/weight"].shape)
+        self.dec_pos = nn.Parameter(torch.zeros(w["decoder/position_encodings/encodings"].shape))
+        self.dec_layers = nn.ModuleList(_DecoderLayer(dim, heads) for _ in range(n_dec))
+        self.dec_norm = nn.LayerNorm(dim)
+        self._load(w, n_enc, n_dec)
+
+    def _load(self, w: dict[str, np.ndarray], n_enc: int, n_dec: int) -> None:
+        def t(name: str) -> torch.Tensor:
+            return torch.from_numpy(np.array(w[name], dtype=np.float32))
+
+        def set_(m: nn.Module, weight: str, bias: str) -> None:
+            m.weight.data = t(weight)
+            m.bias.data = t(bias)
+
+        def norm(m: nn.LayerNorm, prefix: str) -> None:
+            set_(m, f"{prefix}/gamma", f"{prefix}/beta")
+
+        def lin(m: nn.Module, prefix: str) -> None:
+            set_(m, f"{prefix}/weight", f"{prefix}/bias")
+
+        lin(self.conv1, "encoder/conv1")
+        lin(self.conv2, "encoder/conv2")
+        self.enc_pos.data = t("encoder/position_encodings/encodings")
+        for i, enc in enumerate(self._encoder_layers()):
+            attn, ffn = enc.attn, enc.ffn
+            p = f"encoder/layer_{i}"
+            norm(attn.norm, f"{p}/self_attention/layer_norm")
+            lin(attn.qkv, f"{p}/self_attention/linear_0")
+            lin(attn.out, f"{p}/self_attention/linear_1")
+            norm(ffn.norm, f"{p}/ffn/layer_norm")
+            lin(ffn.up, f"{p}/ffn/linear_0")
+            lin(ffn.down, f"{p}/ffn/linear_1")
+        norm(self.enc_norm, "encoder/layer_norm")
+        self.embed.weight.data = t("decoder/embeddings/weight")
+        self.dec_pos.data = t("decoder/position_encodings/encodings")
+        for i, dec in enumerate(self._decoder_layers()):
+            attn, cross, ffn = dec.attn, dec.cross, dec.ffn
+            p = f"decoder/layer_{i}"
+            norm(attn.norm, f"{p}/self_attention/layer_norm")
+            lin(attn.qkv, f"{p}/self_attention/linear_0")
+            lin(attn.out, f"{p}/self_attention/linear_1")
+            norm(cross.norm, f"{p}/attention/layer_norm")
+            lin(cross.q, f"{p}/attention/linear_0")
+            lin(cross.kv, f"{p}/attention/linear_1")
+            lin(cross.out, f"{p}/attention/linear_2")
+            norm(ffn.norm, f"{p}/ffn/layer_norm")
+            lin(ffn.up, f"{p}/ffn/linear_0")
+            lin(ffn.down, f"{p}/ffn/linear_1")
+        norm(self.dec_norm, "decoder/layer_norm")
+
+    def _encoder_layers(self) -> list[_EncoderLayer]:
+        return [cast(_EncoderLayer, m) for m in self.enc_layers]
+
+    def _decoder_layers(self) -> list[_DecoderLayer]:
+        return [cast(_DecoderLayer, m) for m in self.dec_layers]
+
+    def encode(self, mel: torch.Tensor) -> torch.Tensor:
+        x = F.gelu(self.conv2(F.gelu(self.conv1(mel)))).transpose(1, 2)
+        x = x + self.enc_pos[: x.shape[1]]
+        for layer in self._encoder_layers():
+            x = layer(x)
+        return self.enc_norm(x)
+
+    def memories(self, enc: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return [layer.cross.memory(enc) for layer in self._decoder_layers()]
+
+    def decode(self, tokens: torch.Tensor, memories: list[tuple[torch.Tensor, torch.Tensor]],
+               caches: list[dict[str, torch.Tensor]], offset: int) -> torch.Tensor:
+        """Logits of the last position, feeding ``tokens`` after ``offset`` cached ones."""
+        x = self.embed(tokens) + self.dec_pos[offset : offset + tokens.shape[1]]
+        for layer, mem, cache in zip(self._decoder_layers(), memories, caches, strict=True):
+            x = layer(x, mem, cache)
+        return self.dec_norm(x[:, -1]) @ self.embed.weight.T
+
+
+@dataclass(frozen=True)
+class WhisperTokens:
+    """The special token ids decoding needs (from the tokenizer; plain ints, portable)."""
+
+    sot: int
+    eot: int
+    no_timestamps: int
+    timestamp_begin: int
+    transcribe: int
+    languages: dict[int, str]
+    suppress: tuple[int, ...]
+    blank: tuple[int, ...]
+
+    @classmethod
+    def from_tokenizer(cls, hf: Any) -> WhisperTokens:
+        from faster_whisper.tokenizer import _LANGUAGE_CODES, Tokenizer
+
+        base = Tokenizer(hf, True, task="transcribe", language="en")
+        suppress = {*base.non_speech_tokens, base.transcribe, base.translate, base.sot,
+                    base.sot_prev, base.sot_lm, base.no_speech}
+        return cls(
+            sot=base.sot, eot=base.eot, no_timestamps=base.no_timestamps,
+            timestamp_begin=base.timestamp_begin, transcribe=base.transcribe,
+            languages={i: c for c in _LANGUAGE_CODES
+                       if (i := hf.token_to_id(f"<|{c}|>")) is not None},
+            suppress=tuple(sorted(suppress)),
+            blank=(*base.encode(" "), base.eot),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["languages"] = {str(k): v for k, v in self.languages.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> WhisperTokens:
+        return cls(**{**d, "languages": {int(k): v for k, v in d["languages"].items()},
+                      "suppress": tuple(d["suppress"]), "blank": tuple(d["blank"])})
+
+
+Memories = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+class GreedyDecoder:
+    """One 30 s window at a time: encode, detect the language, decode greedily with
+    Whisper's suppression and timestamp rules. Needs torch only (no tokenizer)."""
+
+    def __init__(self, model: WhisperModel, tokens: WhisperTokens, device: torch.device,
+                 dtype: torch.dtype) -> None:
+        self.model = model
+        self.tok = tokens
+        self.device = device
+        self.dtype = dtype
+
+    def encode(self, window: np.ndarray) -> Memories:
+        """Cross-attention memories of one (80, 3000) log-mel window."""
+        x = torch.from_numpy(np.ascontiguousarray(window))[None].to(self.device, self.dtype)
+        return self.model.memories(self.model.encode(x))
+
+    def language(self, memories: Memories) -> str:
+        caches: list[dict[str, torch.Tensor]] = [{} for _ in memories]
+        logits = self.model.decode(self._ids([self.tok.sot]), memories, caches, 0)[0]
+        ids = list(self.tok.languages)
+        return self.tok.languages[ids[int(torch.argmax(logits[ids]))]]
+
+    def tokens(self, memories: Memories, language: str) -> list[int]:
+        """The generated tokens (text and timestamps), without the prompt and the end."""
+        tok = self.tok
+        lang_id = next(i for i, c in tok.languages.items() if c == language)
+        prompt = [tok.sot, lang_id, tok.transcribe]
+        caches: list[dict[str, torch.Tensor]] = [{} for _ in memories]
+        logits = self.model.decode(self._ids(prompt), memories, caches, 0)[0].float()
+        out: list[int] = []
+        offset = len(prompt)
+        while len(out) < MAX_NEW_TOKENS:
+            nxt = int(torch.argmax(self._rules(logits, out)))
+            if nxt == tok.eot:
+                break
+            out.append(nxt)
+            logits = self.model.decode(self._ids([nxt]), memories, caches, offset)[0].float()
+            offset += 1
+        return out
+
+    def _ids(self, tokens: list[int]) -> torch.Tensor:
+        return torch.tensor([tokens], device=self.device)
+
+    def _rules(self, logits: torch.Tensor, out: list[int]) -> torch.Tensor:
+        """Whisper's suppression and timestamp rules for the next token."""
+        tok = self.tok
+        logits = logits.clone()
+        logits[list(tok.suppress)] = -np.inf
+        logits[tok.no_timestamps] = -np.inf
+        if not out:
+            logits[list(tok.blank)] = -np.inf
+            logits[: tok.timestamp_begin] = -np.inf  # the first token is a timestamp
+            last = tok.timestamp_begin + round(MAX_INITIAL_TIMESTAMP / TIME_PRECISION)
+            logits[last + 1 :] = -np.inf
+            return logits
+        last_ts = out[-1] >= tok.timestamp_begin
+        prev_ts = len(out) < 2 or out[-2] >= tok.timestamp_begin
+        if last_ts:
+            if prev_ts:
+                logits[tok.timestamp_begin :] = -np.inf  # after a pair: text
+            else:
+                logits[: tok.eot] = -np.inf  # after text and a timestamp: timestamp or end
+        stamps = [t for t in out if t >= tok.timestamp_begin]
+        if stamps:  # timestamps never go back
+            floor = stamps[-1] if (last_ts and not prev_ts) else stamps[-1] + 1
+            logits[tok.timestamp_begin : floor] = -np.inf
+        logprobs = F.log_softmax(logits, dim=-1)
+        stamp_mass = torch.logsumexp(logprobs[tok.timestamp_begin :], 0)
+        if stamp_mass > logprobs[: tok.timestamp_begin].max():  # a timestamp is likelier
+            logits[: tok.timestamp_begin] = -np.inf
+        return logits
+
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+class TorchSpeechRecognizer:
+    """The same interface as :class:`reelscope.tasks.asr.SpeechRecognizer`, in PyTorch."""
+
+    def __init__(self, model_dir: Path, device: str = "cpu", dtype: str = "fp32") -> None:
+        import tokenizers
+        from faster_whisper.feature_extractor import FeatureExtractor
+
+        self.precision = dtype
+        model = WhisperModel(read_ct2(model_dir / "model.bin"))
+        model = model.to(torch.device(device), DTYPES[dtype]).eval()
+        self.features = FeatureExtractor(feature_size=model.conv1.in_channels)
+        self.hf = tokenizers.Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self.decoder = GreedyDecoder(model, WhisperTokens.from_tokenizer(self.hf),
+                                     torch.device(device), DTYPES[dtype])
+
+    @property
+    def engine(self) -> EngineUse:
+        return EngineUse("torch", self.precision, "whisper-base (CTranslate2 weights)")
+
+    def speech_mel(self, audio: np.ndarray) -> tuple[np.ndarray, Any] | None:
+        """faster-whisper's VAD (speech chunks joined) and log-mel; None without speech."""
+        from faster_whisper.vad import (
+            SpeechTimestampsMap,
+            VadOptions,
+            collect_chunks,
+            get_speech_timestamps,
+        )
+
+        from reelscope.tasks.asr import is_silent
+
+        if is_silent(audio):
+            return None
+        chunks = get_speech_timestamps(audio, VadOptions())
+        if not chunks:
+            return None
+        pieces, _ = collect_chunks(audio, chunks)
+        mel = self.features(np.concatenate(pieces))[:, :-1]  # as faster-whisper does
+        return mel, SpeechTimestampsMap(chunks, SAMPLE_RATE)
+
+    @torch.inference_mode()
+    def transcribe(self, audio: np.ndarray) -> Transcript:
+        from reelscope.tasks.asr import _simplify
+
+        prepared = self.speech_mel(audio)
+        if prepared is None:
+            return Transcript()
+        mel, times = prepared
+        language = ""
+        segments: list[Segment] = []
+        for seek in range(0, mel.shape[1], N_FRAMES):
+            window = mel[:, seek : seek + N_FRAMES]
+            frames = window.shape[1]
+            memories = self.decoder.encode(np.pad(window, ((0, 0), (0, N_FRAMES - frames))))
+            language = language or self.decoder.language(memories)
+            offset_s = seek * 0.01
+            for start, end, text in self._segments(
+                self.decoder.tokens(memories, language), frames * 0.01
+            ):
+                text = _simplify(text.strip()) if language == "zh" else text.strip()
+                if text:
+                    segments.append(Segment(
+                        start_s=round(times.get_original_time(offset_s + start), 3),
+                        end_s=round(times.get_original_time(offset_s + end, is_end=True), 3),
+                        text=text))
+        if not segments:
+            return Transcript()
+        joiner = "" if language in ("zh", "ja") else " "
+        return Transcript(language, joiner.join(s.text for s in segments), tuple(segments))
+
+    def _segments(self, out: list[int], content_s: float) -> list[tuple[float, float, str]]:
+        """(start, end, text) per timestamp pair of one window."""
+        begin = self.decoder.tok.timestamp_begin
+        segments: list[tuple[float, float, str]] = []
+        text: list[int] = []
+        start = 0.0
+        for t in out:
+            if t >= begin:
+                stamp = (t - begin) * TIME_PRECISION
+                if text:
+                    segments.append((start, stamp, self.hf.decode(text)))
+                    text = []
+                start = stamp
+            else:
+                text.append(t)
+        if text:
+            segments.append((start, content_s, self.hf.decode(text)))
+        return segments
