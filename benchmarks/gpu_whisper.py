@@ -7,6 +7,9 @@ writes the sample clip's speech as log-mel windows (faster-whisper's VAD and fea
 the tokens the CPU paths decode (faster-whisper's text and this module's fp32 tokens),
 the special token ids, and model.bin in 3 parts of < 64 MiB (one per device call).
 
+Here, the CPU baseline on the same clip:
+    .venv/bin/python benchmarks/gpu_whisper.py cpu
+
 On the GPU machine (torch only; no PyAV, faster-whisper or tokenizers needed):
     python benchmarks/gpu_whisper.py run --parts DIR [DIR...] --inputs .gpu-whisper/inputs
 joins the parts (checking the sha256), decodes every window in fp32 and fp16 on the GPU,
@@ -83,6 +86,30 @@ def prepare(out: Path) -> None:
         part.mkdir(exist_ok=True)
         (part / "model.bin.part").write_bytes(blob[i : i + PART_BYTES])
     print(f"prepared {out}: {len(windows)} windows, {len(blob) / 1e6:.0f} MB of weights")
+
+
+def cpu_baseline(repeat: int) -> None:
+    """The CPU paths on the same clip, in one run: faster-whisper (CTranslate2 int8, beam 5)
+    and this PyTorch module in fp32 (greedy); medians, models loaded and warmed first."""
+    from reelscope.tasks.asr import SpeechRecognizer, prepare_model_dir
+    from reelscope.tasks.asr_torch import TorchSpeechRecognizer
+    from reelscope.video.decode import decode_audio
+    from reelscope.video.media import Limits, probe
+
+    model_dir = prepare_model_dir(Path(os.environ.get("REELSCOPE_CACHE_DIR", "/tmp/rs-cache")))
+    audio = decode_audio(probe(ROOT / "samples" / "sample.mp4", Limits(180, 4096, 512)))
+    result: dict[str, object] = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
+                                 "cpu_count": os.cpu_count()}
+    for name, rec in (("faster-whisper int8", SpeechRecognizer(model_dir, threads=2)),
+                      ("torch fp32", TorchSpeechRecognizer(model_dir))):
+        text = rec.transcribe(audio).text
+        times = []
+        for _ in range(repeat):
+            t = time.perf_counter()
+            rec.transcribe(audio)
+            times.append(time.perf_counter() - t)
+        result[name] = {"clip_s_median": round(statistics.median(times), 3), "text": text}
+    print(json.dumps(result, indent=2, ensure_ascii=False))
 
 
 def run(parts: list[Path], inputs: Path, out: Path) -> None:
@@ -164,6 +191,8 @@ def main() -> None:
     sub = ap.add_subparsers(dest="mode", required=True)
     p = sub.add_parser("prepare")
     p.add_argument("out", type=Path)
+    c = sub.add_parser("cpu")
+    c.add_argument("--repeat", type=int, default=5)
     r = sub.add_parser("run")
     r.add_argument("--parts", type=Path, nargs="+", required=True)
     r.add_argument("--inputs", type=Path, required=True)
@@ -171,6 +200,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.mode == "prepare":
         prepare(args.out)
+    elif args.mode == "cpu":
+        cpu_baseline(args.repeat)
     else:
         run(args.parts, args.inputs, args.out)
 
