@@ -149,6 +149,23 @@ def test_bad_uploads_get_a_clear_error_and_change_nothing(
     assert health["jobs"] == {"queued": 0, "running": 0, "done": 0, "failed": 0}
 
 
+def test_duration_and_resolution_limits(
+    make_server: Callable[..., Server], tmp_path: Path
+) -> None:
+    server = make_server(workers=0, max_duration_s=5, max_side_px=640).start()
+    key = server.create_key("app")
+    with server.client(key) as api:
+        long = upload(api, SAMPLE, "long.mp4")
+        assert long.status_code == 413
+        assert long.json()["error"]["message"] == (
+            "long.mp4: video is 12.0 s long, over the 5 s limit"
+        )
+        wide = upload(api, tiny_clip(tmp_path / "wide.mp4", seed=1, size=800))
+        assert wide.status_code == 413
+        assert "frames are 800x800, over the 640 px limit" in wide.json()["error"]["message"]
+        assert upload(api, tiny_clip(tmp_path / "ok.mp4", seed=2)).status_code == 202
+
+
 def test_jobs_per_key_are_limited(make_server: Callable[..., Server], tmp_path: Path) -> None:
     server = make_server(workers=0, max_jobs_per_key=2).start()
     key, other = server.create_key("app"), server.create_key("other")

@@ -12,12 +12,11 @@
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -43,7 +42,6 @@ from reelscope.store.thumbnails import Thumbnails
 from reelscope.video.decode import check_complete
 from reelscope.video.media import Limits, probe
 
-log = logging.getLogger("reelscope.service")
 WEB = Path(__file__).parent / "web"
 
 
@@ -277,6 +275,5 @@ def _status(job: Job) -> dict[str, Any]:
 
 
 def _with_similar(report: Report, similar: tuple[Any, ...]) -> Report:
-    from dataclasses import replace
-
+    """The stored report, its similar videos narrowed to those the caller may see."""
     return replace(report, similar=similar)
