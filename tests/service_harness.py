@@ -113,6 +113,15 @@ class Server:
             self.proc.wait()
         self.proc = None
 
+    def worker(self) -> subprocess.Popen[bytes]:
+        """A separate ``reelscope worker`` process on the same database and spool."""
+        log = (self.workdir / "worker.log").open("ab")
+        return subprocess.Popen(
+            [sys.executable, "-m", "reelscope", "--db", self.db, "worker"],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=_env(self.cache_dir, self.spool, {**self.settings, "workers": 1}),
+        )
+
     def tail(self, lines: int = 40) -> str:
         if not self.log.exists():
             return ""

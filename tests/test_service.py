@@ -199,6 +199,33 @@ def test_worker_killed_mid_job_and_restarted_completes_it(
     assert "started by" in server.tail(200)
 
 
+def test_separate_worker_process_killed_and_restarted_completes_the_job(
+    make_server: Callable[..., Server], truth: dict[str, Any]
+) -> None:
+    server = make_server(workers=0).start()  # the HTTP server analyzes nothing itself
+    key = server.create_key("app")
+    worker = server.worker()
+    try:
+        with server.client(key) as api:
+            video_id = upload(api, SAMPLE).json()["id"]
+            deadline = time.monotonic() + 120
+            while api.get(f"/v1/videos/{video_id}").json()["status"] != "running":
+                assert time.monotonic() < deadline, (server.workdir / "worker.log").read_text()
+                time.sleep(0.05)
+            worker.kill()  # SIGKILL mid-job
+            worker.wait()
+            assert api.get(f"/v1/videos/{video_id}").json()["status"] == "running"
+            worker = server.worker()
+            body = server.wait_finished(api, video_id)
+    finally:
+        worker.terminate()
+        worker.wait(60)
+    assert body["status"] == "done", body["reason"]
+    assert body["attempts"] == 2
+    assert {c["text"] for c in truth["captions"]} <= {e["text"] for e in body["report"]["ocr"]}
+    assert worker.returncode == 0  # SIGTERM: the worker stops cleanly when idle
+
+
 def test_hundred_concurrent_uploads_complete_once_each(
     make_server: Callable[..., Server], tmp_path: Path
 ) -> None:
