@@ -51,7 +51,9 @@ def test_sample_uploaded_and_reported(
         metrics = httpx.get(server.url + "/metrics").text
     monitor = httpx.get(server.url + "/v1/monitor").json()
     assert [(t["task"], t["state"], t["path"]) for t in monitor["tasks"]] == [
-        ("classify", "healthy", "engine")
+        ("classify", "healthy", "engine"),
+        ("ocr_det", "healthy", "engine"),
+        ("ocr_rec", "healthy", "engine"),
     ]
     status = server.cli("monitor", "status", "--url", server.url)
     assert status.returncode == 0, status.stderr
@@ -80,7 +82,9 @@ def test_sample_uploaded_and_reported(
     ]
     assert sum(s.value for s in uploads) == 2
     fallback = families["reelscope_task_fallback_active"].samples
-    assert [(s.labels["task"], s.value) for s in fallback] == [("classify", 0.0)]
+    assert [(s.labels["task"], s.value) for s in fallback] == [
+        ("classify", 0.0), ("ocr_det", 0.0), ("ocr_rec", 0.0)
+    ]
     assert families["reelscope_task_requests"].samples[0].value >= 1
 
 
