@@ -85,7 +85,12 @@ class GuardedRunner(Runner):
         route = self.health.route()
         if route == "engine":
             return self._engine_first(feed)
-        out = self.fallback.infer(feed)
+        try:
+            out = self.fallback.infer(feed)
+        except Exception:
+            if route == "probe":  # no answer to compare with: try again after a cool-down
+                self.health.probe_result(False, "the fallback itself failed")
+            raise
         self._served("fallback")
         if route == "probe":
             self._probe(feed, out)
