@@ -46,14 +46,8 @@ def test_upload_progress_and_report_in_a_browser(
     make_server: Callable[..., Server], browser_page: Any, truth: dict[str, Any],
     request: pytest.FixtureRequest, tmp_path: Path,
 ) -> None:
-    server = make_server().start()
-    key = server.create_key("web")
     page = browser_page
-    page.goto(server.url + "/")
-    page.fill("#key", key)
-    page.click("#save-key")
-    page.set_input_files("#file", str(SAMPLE))
-    page.click("#upload")
+    _upload_in_page(page, make_server().start(), SAMPLE)
 
     expect(page.locator("#status")).to_have_text("done", timeout=120_000)
     statuses = page.evaluate("window.__statuses")
@@ -79,16 +73,19 @@ def test_upload_progress_and_report_in_a_browser(
 def test_bad_upload_shows_the_error(
     make_server: Callable[..., Server], browser_page: Any, tmp_path: Path
 ) -> None:
-    server = make_server(workers=0).start()
-    key = server.create_key("web")
     notes = tmp_path / "notes.mp4"
     notes.write_text("not a video at all\n" * 10)
     page = browser_page
-    page.goto(server.url + "/")
-    page.fill("#key", key)
-    page.click("#save-key")
-    page.set_input_files("#file", str(notes))
-    page.click("#upload")
+    _upload_in_page(page, make_server(workers=0).start(), notes)
     expect(page.locator("#error")).to_have_text(
         "notes.mp4: not a video file (it looks like a text file)"
     )
+
+
+def _upload_in_page(page: Any, server: Server, clip: Path) -> None:
+    """As a person does: open the page, enter a new key, choose the file, upload."""
+    page.goto(server.url + "/")
+    page.fill("#key", server.create_key("web"))
+    page.click("#save-key")
+    page.set_input_files("#file", str(clip))
+    page.click("#upload")

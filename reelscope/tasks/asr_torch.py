@@ -177,34 +177,29 @@ class WhisperModel(nn.Module):
         def lin(m: nn.Module, prefix: str) -> None:
             set_(m, f"{prefix}/weight", f"{prefix}/bias")
 
+        def self_attention_and_ffn(attn: _Attention, ffn: _Ffn, p: str) -> None:
+            norm(attn.norm, f"{p}/self_attention/layer_norm")
+            lin(attn.qkv, f"{p}/self_attention/linear_0")
+            lin(attn.out, f"{p}/self_attention/linear_1")
+            norm(ffn.norm, f"{p}/ffn/layer_norm")
+            lin(ffn.up, f"{p}/ffn/linear_0")
+            lin(ffn.down, f"{p}/ffn/linear_1")
+
         lin(self.conv1, "encoder/conv1")
         lin(self.conv2, "encoder/conv2")
         self.enc_pos.data = t("encoder/position_encodings/encodings")
         for i, enc in enumerate(self._encoder_layers()):
-            attn, ffn = enc.attn, enc.ffn
-            p = f"encoder/layer_{i}"
-            norm(attn.norm, f"{p}/self_attention/layer_norm")
-            lin(attn.qkv, f"{p}/self_attention/linear_0")
-            lin(attn.out, f"{p}/self_attention/linear_1")
-            norm(ffn.norm, f"{p}/ffn/layer_norm")
-            lin(ffn.up, f"{p}/ffn/linear_0")
-            lin(ffn.down, f"{p}/ffn/linear_1")
+            self_attention_and_ffn(enc.attn, enc.ffn, f"encoder/layer_{i}")
         norm(self.enc_norm, "encoder/layer_norm")
         self.embed.weight.data = t("decoder/embeddings/weight")
         self.dec_pos.data = t("decoder/position_encodings/encodings")
         for i, dec in enumerate(self._decoder_layers()):
-            attn, cross, ffn = dec.attn, dec.cross, dec.ffn
             p = f"decoder/layer_{i}"
-            norm(attn.norm, f"{p}/self_attention/layer_norm")
-            lin(attn.qkv, f"{p}/self_attention/linear_0")
-            lin(attn.out, f"{p}/self_attention/linear_1")
-            norm(cross.norm, f"{p}/attention/layer_norm")
-            lin(cross.q, f"{p}/attention/linear_0")
-            lin(cross.kv, f"{p}/attention/linear_1")
-            lin(cross.out, f"{p}/attention/linear_2")
-            norm(ffn.norm, f"{p}/ffn/layer_norm")
-            lin(ffn.up, f"{p}/ffn/linear_0")
-            lin(ffn.down, f"{p}/ffn/linear_1")
+            self_attention_and_ffn(dec.attn, dec.ffn, p)
+            norm(dec.cross.norm, f"{p}/attention/layer_norm")
+            lin(dec.cross.q, f"{p}/attention/linear_0")
+            lin(dec.cross.kv, f"{p}/attention/linear_1")
+            lin(dec.cross.out, f"{p}/attention/linear_2")
         norm(self.dec_norm, "decoder/layer_norm")
 
     def _encoder_layers(self) -> list[_EncoderLayer]:
