@@ -68,12 +68,10 @@ def stream(engine: Path, clips: list[Path], cache: Path) -> list[np.ndarray]:
     eng = compiler.load(engine, cache_dir=cache)
     out = []
     with eng:
+        classifier = classify.Classifier(eng.runner)
         for clip in clips:
             frames = list(sample_frames(probe(clip, Limits(600, 8192, 4096)), 2.0))
-            x = classify.preprocess([f.rgb for f in frames])
-            logits = np.concatenate([eng.runner.infer({"image": x[i : i + 32]})["logits"]
-                                     for i in range(0, len(x), 32)])
-            out.append(drift.top1_confidence(logits))
+            out.append(drift.top1_confidence(classifier.run(frames).probs))
     return out
 
 

@@ -132,13 +132,20 @@ class Server:
         return httpx.Client(base_url=self.url, headers=headers, timeout=60)
 
     def wait_finished(self, client: httpx.Client, video_id: str, timeout: float = 180) -> Any:
+        return self.wait_status(client, video_id, ("done", "failed"), timeout)
+
+    def wait_status(self, client: httpx.Client, video_id: str, statuses: tuple[str, ...],
+                    timeout: float = 180, poll_s: float = 0.2) -> Any:
+        """Poll the video until its status is one of ``statuses``; its body then."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             body = client.get(f"/v1/videos/{video_id}").json()
-            if body["status"] in ("done", "failed"):
+            if body["status"] in statuses:
                 return body
-            time.sleep(0.2)
-        raise AssertionError(f"video {video_id} not finished in {timeout} s:\n{self.tail()}")
+            time.sleep(poll_s)
+        worker_log = self.workdir / "worker.log"
+        logs = self.tail() + ("\n" + worker_log.read_text() if worker_log.exists() else "")
+        raise AssertionError(f"video {video_id} not {'/'.join(statuses)} in {timeout} s:\n{logs}")
 
 
 def upload(client: httpx.Client, path: Path, name: str | None = None) -> httpx.Response:

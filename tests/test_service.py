@@ -190,10 +190,7 @@ def test_worker_killed_mid_job_and_restarted_completes_it(
     key = server.create_key("app")
     with server.client(key) as api:
         video_id = upload(api, SAMPLE).json()["id"]
-        deadline = time.monotonic() + 120
-        while api.get(f"/v1/videos/{video_id}").json()["status"] != "running":
-            assert time.monotonic() < deadline, server.tail()
-            time.sleep(0.05)
+        server.wait_status(api, video_id, ("running",), timeout=120, poll_s=0.05)
         server.kill()
         server.start()
         body = server.wait_finished(api, video_id)
@@ -212,10 +209,7 @@ def test_separate_worker_process_killed_and_restarted_completes_the_job(
     try:
         with server.client(key) as api:
             video_id = upload(api, SAMPLE).json()["id"]
-            deadline = time.monotonic() + 120
-            while api.get(f"/v1/videos/{video_id}").json()["status"] != "running":
-                assert time.monotonic() < deadline, (server.workdir / "worker.log").read_text()
-                time.sleep(0.05)
+            server.wait_status(api, video_id, ("running",), timeout=120, poll_s=0.05)
             worker.kill()  # SIGKILL mid-job
             worker.wait()
             assert api.get(f"/v1/videos/{video_id}").json()["status"] == "running"

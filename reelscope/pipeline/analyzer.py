@@ -69,7 +69,7 @@ class Analyzer:
         self.store = store
         self.models = models or Models(settings)
         self.progress = progress or (lambda stage: None)
-        self.limits = Limits(settings.max_duration_s, settings.max_side_px, settings.max_file_mb)
+        self.limits = Limits.of(settings)
 
     def analyze(
         self,

@@ -58,8 +58,7 @@ class Service:
 
     @property
     def limits(self) -> Limits:
-        s = self.settings
-        return Limits(s.max_duration_s, s.max_side_px, s.max_file_mb)
+        return Limits.of(self.settings)
 
 
 def create_app(settings: Settings, *, workers: int | None = None) -> FastAPI:

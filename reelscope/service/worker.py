@@ -148,10 +148,7 @@ class WorkerPool:
         return "done", ""
 
     def _frames(self, path: Path) -> list[Frame]:
-        limits = Limits(
-            self.settings.max_duration_s, self.settings.max_side_px, self.settings.max_file_mb
-        )
-        return list(sample_frames(probe(path, limits), 1.0))
+        return list(sample_frames(probe(path, Limits.of(self.settings)), 1.0))
 
     def _heartbeat(
         self, job: Job, worker: str, stage: dict[str, str], done: threading.Event

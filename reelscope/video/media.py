@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import av
 
@@ -16,12 +17,20 @@ from reelscope.errors import (
 )
 from reelscope.video.sniff import sniff
 
+if TYPE_CHECKING:
+    from reelscope.config import Settings
+
 
 @dataclass(frozen=True)
 class Limits:
     max_duration_s: float
     max_side_px: int
     max_file_mb: float
+
+    @classmethod
+    def of(cls, settings: Settings) -> Limits:
+        """The limits a run with ``settings`` accepts."""
+        return cls(settings.max_duration_s, settings.max_side_px, settings.max_file_mb)
 
 
 @dataclass(frozen=True)
