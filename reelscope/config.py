@@ -22,6 +22,7 @@ APP_NAME = "reelscope"
 
 OcrModel = Literal["small", "tiny"]
 AsrBackend = Literal["ctranslate2", "torch"]
+GpuPrecision = Literal["fp16", "bf16", "fp32"]
 
 
 def _help(text: str) -> dict[str, str]:
@@ -74,6 +75,33 @@ class Settings:
             "Whisper through faster-whisper (ctranslate2, CPU int8) or in PyTorch (torch: "
             "the same weights, on the GPU in fp16 when CUDA is available, else CPU fp32)"
         ),
+    )
+    device: str = field(
+        default="auto",
+        metadata=_help(
+            "where the models run: cpu (ONNX Runtime engines), cuda, cuda:N (every model in "
+            "PyTorch on that GPU, batched across videos), or auto (a GPU when there is one)"
+        ),
+    )
+    gpu_precision: GpuPrecision = field(
+        default="fp16", metadata=_help("precision of the models on a GPU (fp16, bf16, fp32)")
+    )
+    gpu_max_batch: int = field(
+        default=64, metadata=_help("on a GPU: most items (frames, text lines) per model call")
+    )
+    gpu_max_wait_ms: float = field(
+        default=5.0,
+        metadata=_help("on a GPU: how long a model call waits for other videos' items"),
+    )
+    gpu_speech_processes: int = field(
+        default=1,
+        metadata=_help("on a GPU: worker processes that run Whisper (0: in the analysis "
+                       "process, where it competes for Python's lock with the picture work)"),
+    )
+    gpu_memory_fraction: float = field(
+        default=0.9,
+        metadata=_help("on a GPU: the share of its memory this process may use; a batch "
+                       "that does not fit is split and retried"),
     )
     classifier_engine: str = field(
         default="",
@@ -174,18 +202,36 @@ class Settings:
         positive = (
             "sample_fps", "max_duration_s", "max_side_px", "max_file_mb", "similar_k",
             "ocr_det_max_side", "ocr_refresh_s", "max_jobs_per_key", "job_lease_s",
-            "job_max_attempts", "webhook_max_attempts", "webhook_backoff_s",
+            "job_max_attempts", "webhook_max_attempts", "webhook_backoff_s", "gpu_max_batch",
         )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"setting {name} must be positive, got {getattr(self, name)}")
-        for name in ("threads", "workers"):
+        for name in ("threads", "workers", "gpu_speech_processes"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"setting {name} must be 0 or more, got {getattr(self, name)}")
         if self.asr_backend not in get_args(AsrBackend):
             raise ConfigError(
                 f"setting asr_backend must be one of {get_args(AsrBackend)}, "
                 f"got {self.asr_backend!r}"
+            )
+        if self.gpu_precision not in get_args(GpuPrecision):
+            raise ConfigError(
+                f"setting gpu_precision must be one of {get_args(GpuPrecision)}, "
+                f"got {self.gpu_precision!r}"
+            )
+        if self.gpu_max_wait_ms < 0:
+            raise ConfigError(f"setting gpu_max_wait_ms must be 0 or more, "
+                              f"got {self.gpu_max_wait_ms}")
+        if not 0 < self.gpu_memory_fraction <= 1:
+            raise ConfigError(f"setting gpu_memory_fraction must be in (0, 1], "
+                              f"got {self.gpu_memory_fraction}")
+        device = self.device.strip().lower()
+        if device not in ("cpu", "auto", "cuda") and not (
+            device.startswith("cuda:") and device[5:].isdigit()
+        ):
+            raise ConfigError(
+                f"setting device must be cpu, cuda, cuda:N or auto, got {self.device!r}"
             )
         if self.ocr_model not in get_args(OcrModel):
             raise ConfigError(

@@ -140,3 +140,22 @@ def test_closed_batcher_refuses_work() -> None:
     with pytest.raises(Exception, match="is closed"):
         batcher.submit(frames(1, 1))
     assert threading.active_count() >= 1
+
+
+def test_items_of_different_shapes_wait_for_their_own_batch() -> None:
+    """Frames of two resolutions in flight at once: each batch holds one shape only, and
+    each video still gets its own rows back in order."""
+    calls: list[tuple[int, ...]] = []
+
+    def model(x: np.ndarray) -> np.ndarray:
+        calls.append(x.shape)
+        return x.reshape(len(x), -1).sum(axis=1)
+
+    small = np.arange(4 * 6, dtype=np.float32).reshape(4, 2, 3)
+    large = np.arange(3 * 12, dtype=np.float32).reshape(3, 3, 4)
+    with DynamicBatcher(model, BatcherOptions(max_batch=16, max_wait_s=0.05)) as b:
+        a, c = b.submit(small), b.submit(large)
+        got_small, got_large = a.result(timeout=5), c.result(timeout=5)
+    np.testing.assert_array_equal(got_small, small.reshape(4, -1).sum(axis=1))
+    np.testing.assert_array_equal(got_large, large.reshape(3, -1).sum(axis=1))
+    assert sorted(calls) == [(3, 3, 4), (4, 2, 3)]

@@ -92,19 +92,9 @@ class ModelSource:
         if self.kind == "torch":
             module: torch.nn.Module = self._factory_module
             return module
-        try:
-            from onnx2torch import convert
-        except ImportError as exc:
-            raise EngineError(
-                "building a torch engine from ONNX needs onnx2torch (pip install onnx2torch)"
-            ) from exc
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                converted: torch.nn.Module = convert(self.onnx_model())
-        except Exception as exc:
-            raise EngineError(f"onnx2torch cannot convert {self.location}: {exc}") from exc
-        return converted.eval()
+        from reelscope.engine.onnx_torch import convert
+
+        return convert(self.onnx_model(), self.location)
 
     @property
     def output_names(self) -> tuple[str, ...]:

@@ -10,18 +10,20 @@ one transaction, at the very end.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from queue import SimpleQueue
+from typing import Generic, TypeVar
 
 import numpy as np
 
 from reelscope.config import Settings
 from reelscope.digest import sha256_file
 from reelscope.pipeline.models import Models
-from reelscope.report import Report, Transcript, VideoInfo
+from reelscope.report import EngineUse, Report, Transcript, VideoInfo
 from reelscope.store.store import ReferenceInfo, Store
 from reelscope.tasks import sentiment
 from reelscope.tasks.classify import video_labels, visual_embedding
@@ -32,11 +34,12 @@ from reelscope.tasks.fingerprint import (
     fingerprint,
     frame_hashes,
 )
-from reelscope.tasks.ocr import merge_captions, read_frames
+from reelscope.tasks.ocr import FrameText, merge_captions, read_frames
 from reelscope.video.decode import Frame, decode_audio, sample_frames
 from reelscope.video.media import Limits, MediaInfo, check_file, probe
 
 ProgressFn = Callable[[str], None]
+T = TypeVar("T")
 STAGES = (
     "audio_fingerprint",
     "decode",
@@ -64,7 +67,11 @@ class Analyzer:
         store: Store,
         models: Models | None = None,
         progress: ProgressFn | None = None,
+        overlap: bool = True,
     ) -> None:
+        """``overlap=False`` runs the speech lane before the pictures, one model after
+        another (the naive baseline of the GPU benchmark)."""
+        self.overlap = overlap
         self.settings = settings
         self.store = store
         self.models = models or Models(settings)
@@ -94,27 +101,37 @@ class Analyzer:
         timings: dict[str, float] = {}
         step = 1.0 / self.settings.sample_fps
 
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="speech") as lane:
-            speech = lane.submit(self._speech_lane, info, timings)
-            frames = self._decode_frames(info, timings)
+        # On a GPU the models wait on the CPU work around them, so OCR's pre- and
+        # post-processing and the frame hashes take each frame as it is decoded.
+        streamed = self.models.on_torch and self.overlap
+        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="lane") as lanes:
+            speech = lanes.submit(self._speech_lane, info, timings)
+            if not self.overlap:
+                speech.result()
+            # frames go to the classifier as they are decoded (on a GPU, it runs meanwhile)
+            job = self.models.classifier.start()
+            consumers: list[Callable[[Frame], None]] = [job.add]
+            text_lane = FrameLane(lanes, self._read_text) if streamed else None
+            hash_lane = FrameLane(lanes, frame_hashes) if streamed else None
+            consumers += [lane.add for lane in (text_lane, hash_lane) if lane is not None]
+            try:
+                frames = self._decode_frames(info, timings, consumers)
+            finally:
+                for lane in (text_lane, hash_lane):
+                    if lane is not None:
+                        lane.close()
             if on_frames is not None:
                 on_frames(frames)
             with self._timed("labels", timings):
-                classified = self.models.classifier.run(frames)
+                classified = job.result()
                 labels = video_labels(classified, step)
             with self._timed("ocr", timings):
-                self.models.ocr.begin()
-                ocr = merge_captions(
-                    read_frames(
-                        self.models.ocr,
-                        frames,
-                        self.settings.ocr_change_threshold,
-                        self.settings.ocr_refresh_s,
-                    ),
-                    step,
-                )
+                texts, ocr_engine = (text_lane.result() if text_lane is not None
+                                     else self._read_text(frames))
+                ocr = merge_captions(texts, step)
             with self._timed("fingerprint", timings):
-                hashes, quality = frame_hashes(frames)
+                hashes, quality = (hash_lane.result() if hash_lane is not None
+                                   else frame_hashes(frames))
             _ = self.models.text_encoder
             transcript, audio_fp, audio_item_s = speech.result()
         fp = Fingerprint(step, hashes, quality, audio_fp, audio_item_s)
@@ -146,7 +163,7 @@ class Analyzer:
             timings_s=timings,
             engines={
                 "classify": self.models.classifier.engine_use(classified),
-                "ocr": self.models.ocr.engine_use(),
+                "ocr": ocr_engine,
                 "asr": self.models.speech.engine,
                 "text_embed": self.models.text_encoder.engine,
             },
@@ -183,9 +200,22 @@ class Analyzer:
         _ = self.models.sentiment_ready
         return transcript, items, item_s
 
-    def _decode_frames(self, info: MediaInfo, timings: dict[str, float]) -> list[Frame]:
+    def _decode_frames(self, info: MediaInfo, timings: dict[str, float],
+                       consumers: Sequence[Callable[[Frame], None]] = ()) -> list[Frame]:
+        frames: list[Frame] = []
         with self._timed("decode", timings):
-            return list(sample_frames(info, self.settings.sample_fps))
+            for frame in sample_frames(info, self.settings.sample_fps):
+                frames.append(frame)
+                for consume in consumers:
+                    consume(frame)
+        return frames
+
+    def _read_text(self, frames: Iterable[Frame]) -> tuple[list[FrameText], EngineUse]:
+        with self.models.ocr_reader() as reader:
+            reader.begin()
+            texts = read_frames(reader, frames, self.settings.ocr_change_threshold,
+                                self.settings.ocr_refresh_s)
+            return texts, reader.engine_use()
 
     @contextmanager
     def _timed(self, stage: str, timings: dict[str, float]) -> Iterator[None]:
@@ -195,6 +225,33 @@ class Analyzer:
             yield
         finally:
             timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
+
+
+class FrameLane(Generic[T]):
+    """Work on a video's frames, in a thread of its own, fed one frame at a time while
+    the video decodes."""
+
+    def __init__(self, pool: ThreadPoolExecutor, work: Callable[[Iterator[Frame]], T]) -> None:
+        self._queue: SimpleQueue[Frame | None] = SimpleQueue()
+        self._closed = False
+        self._future = pool.submit(work, self._frames())
+
+    def _frames(self) -> Iterator[Frame]:
+        while (frame := self._queue.get()) is not None:
+            yield frame
+
+    def add(self, frame: Frame) -> None:
+        self._queue.put(frame)
+
+    def close(self) -> None:
+        """No more frames (also when decoding failed: the work ends on what it got)."""
+        if not self._closed:
+            self._closed = True
+            self._queue.put(None)
+
+    def result(self) -> T:
+        self.close()
+        return self._future.result()
 
 
 def _video_info(info: MediaInfo, sha: str, filename: str) -> VideoInfo:

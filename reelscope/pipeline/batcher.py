@@ -1,8 +1,8 @@
 """A dynamic batcher: one model's requests from many concurrent videos merged into batches.
 
 Each request is one video's items (frames, text lines...). Items wait in one FIFO
-queue; a worker thread takes up to ``max_batch`` of them, waiting at most
-``max_wait_s`` after the first for the batch to fill, runs the model once, and
+queue; a worker thread takes up to ``max_batch`` of them of the same shape,
+waiting at most ``max_wait_s`` after the first for the batch to fill, runs the model once, and
 routes each output row back to its request, in order. A request may span
 batches. An exception from the model reaches every request with items in that
 batch. An out-of-memory error splits the batch in halves and retries them, and
@@ -137,19 +137,32 @@ class DynamicBatcher:
     # the worker ---------------------------------------------------------------------
 
     def _take(self) -> list[_Item] | None:
+        """The next batch: the oldest item and up to ``batch_limit - 1`` others of its shape
+        (items of other shapes, say frames of another resolution, wait for their own)."""
         with self._cond:
             while not self._queue:
                 if self._closed:
                     return None
                 self._cond.wait()
+            shape = self._queue[0].data.shape
             deadline = self._queue[0].arrived + self.options.max_wait_s
-            while len(self._queue) < self.batch_limit and not self._closed:
+            while self._count(shape) < self.batch_limit and not self._closed:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
-            n = min(self.batch_limit, len(self._queue))
-            return [self._queue.popleft() for _ in range(n)]
+            taken: list[_Item] = []
+            rest: deque[_Item] = deque()
+            for item in self._queue:
+                if len(taken) < self.batch_limit and item.data.shape == shape:
+                    taken.append(item)
+                else:
+                    rest.append(item)
+            self._queue = rest
+            return taken
+
+    def _count(self, shape: tuple[int, ...]) -> int:
+        return sum(1 for item in self._queue if item.data.shape == shape)
 
     def _loop(self) -> None:
         with self.context():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,6 +26,10 @@ from reelscope.tasks.embed import TextEncoder
 from reelscope.tasks.ocr import OcrReader
 
 if TYPE_CHECKING:
+    from reelscope.gpu.classify import GpuClassifier
+    from reelscope.gpu.embed import TorchTextEncoder
+    from reelscope.gpu.runtime import GpuModels, StreamedSpeech
+    from reelscope.gpu.speech import SpeechProcesses
     from reelscope.tasks.asr_torch import TorchSpeechRecognizer
 
 # The text detector runs once per read frame (batch 1) and is the costliest model, and
@@ -34,14 +40,28 @@ SHADOW_EVERY_REC = 8
 
 
 class Models:
-    """Lazily loaded models. The CPU is split between two lanes that run at once:
-    speech (Whisper) and pictures (classifier, OCR)."""
+    """Lazily loaded models. On the CPU (ONNX Runtime engines), the cores are split
+    between two lanes that run at once: speech (Whisper) and pictures (classifier, OCR).
+    On a GPU (``device``), every model is a PyTorch module there (:mod:`reelscope.gpu`).
 
-    def __init__(self, settings: Settings) -> None:
+    ``torch_device`` puts the PyTorch models on that device whatever ``settings.device``
+    says (``"cpu"`` runs the GPU code path on the CPU, for tests)."""
+
+    def __init__(self, settings: Settings, torch_device: str | None = None) -> None:
+        from reelscope.gpu.device import resolve
+
         self.settings = settings
         total = settings.cpu_threads
         self.speech_threads = max(1, total // 2)
         self.picture_threads = max(1, total - self.speech_threads)
+        self.device = torch_device or resolve(settings.device)
+        self.on_torch = torch_device is not None or self.device != "cpu"
+
+    @cached_property
+    def gpu(self) -> GpuModels:
+        from reelscope.gpu.runtime import GpuModels
+
+        return GpuModels(self.settings, self.device)
 
     def _engine(self, name: str, onnx: Path, profile: Profile,
                 normalization: Normalization = "unit",
@@ -68,9 +88,11 @@ class Models:
         return engine
 
     @cached_property
-    def classifier(self) -> Classifier:
+    def classifier(self) -> Classifier | GpuClassifier:
         """The classifier's engine: ``--classifier-engine`` (say an int8 one built with
         ``reelscope engine build``), or an fp32 engine built once into the cache."""
+        if self.on_torch:
+            return self.gpu.classifier
         if self.settings.classifier_engine:
             engine = self._load(Path(self.settings.classifier_engine))
         else:
@@ -102,6 +124,15 @@ class Models:
         guarded.__enter__()
         return guarded
 
+    @contextmanager
+    def ocr_reader(self) -> Iterator[OcrReader]:
+        """The reader for one video (on a GPU, one of a pool sharing the models)."""
+        if self.on_torch:
+            with self.gpu.ocr_reader() as reader:
+                yield reader
+        else:
+            yield self.ocr
+
     @cached_property
     def ocr(self) -> OcrReader:
         """PP-OCRv6 through rapidocr, its detector and recognizer run from fp32 engines."""
@@ -120,7 +151,11 @@ class Models:
                                   self._guard("ocr_rec", rec, shadow_every=SHADOW_EVERY_REC)))
 
     @cached_property
-    def speech(self) -> SpeechRecognizer | TorchSpeechRecognizer:
+    def speech(
+        self,
+    ) -> SpeechRecognizer | TorchSpeechRecognizer | StreamedSpeech | SpeechProcesses:
+        if self.on_torch:
+            return self.gpu.speech
         model_dir = asr.prepare_model_dir(self.settings.cache_path)
         if self.settings.asr_backend == "torch":
             import torch
@@ -135,13 +170,20 @@ class Models:
         )
 
     @cached_property
-    def text_encoder(self) -> TextEncoder:
-        return TextEncoder()
+    def text_encoder(self) -> TextEncoder | TorchTextEncoder:
+        return self.gpu.text_encoder if self.on_torch else TextEncoder()
 
     def load_all(self) -> None:
         """Load every model now (a service does this before its first job)."""
-        for name in ("classifier", "ocr", "speech", "text_encoder", "sentiment_ready"):
+        for name in ("classifier", "speech", "text_encoder", "sentiment_ready"):
             getattr(self, name)
+        with self.ocr_reader():
+            pass
+
+    def close(self) -> None:
+        """Stop the GPU batchers' threads (nothing to do on the CPU)."""
+        if "gpu" in self.__dict__:
+            self.gpu.close()
 
     @cached_property
     def sentiment_ready(self) -> bool:

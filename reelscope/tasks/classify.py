@@ -130,6 +130,10 @@ class Classifier:
             )
         return EngineUse(runner.NAME, runner.precision, model(MODEL_KEY).name)
 
+    def start(self) -> FrameCollector:
+        """A job that takes frames as they are decoded (classified at its ``result``)."""
+        return FrameCollector(self)
+
     def run(self, frames: Sequence[Frame]) -> ClassifyOutput:
         guarded = self.runner if isinstance(self.runner, GuardedRunner) else None
         if guarded is not None:
@@ -148,6 +152,18 @@ class Classifier:
             features=np.concatenate(feats) if feats else np.zeros((0, 1280), np.float32),
             paths=frozenset(guarded.paths()) if guarded is not None else frozenset({"engine"}),
         )
+
+
+class FrameCollector:
+    def __init__(self, classifier: Classifier) -> None:
+        self.classifier = classifier
+        self.frames: list[Frame] = []
+
+    def add(self, frame: Frame) -> None:
+        self.frames.append(frame)
+
+    def result(self) -> ClassifyOutput:
+        return self.classifier.run(self.frames)
 
 
 def video_labels(out: ClassifyOutput, step_s: float) -> tuple[Label, ...]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -51,16 +51,18 @@ class Fingerprint:
         )
 
 
-def frame_hashes(frames: Sequence[Frame]) -> tuple[np.ndarray, np.ndarray]:
+def frame_hashes(frames: Iterable[Frame]) -> tuple[np.ndarray, np.ndarray]:
+    """PDQ hash (packed, (n, 32) uint8) and quality of each frame, as frames come."""
     import pdqhash
 
-    hashes = np.zeros((len(frames), 32), dtype=np.uint8)
-    quality = np.zeros(len(frames), dtype=np.uint8)
-    for i, frame in enumerate(frames):
+    hashes: list[np.ndarray] = []
+    quality: list[int] = []
+    for frame in frames:
         bits, q = pdqhash.compute(frame.rgb)
-        hashes[i] = np.packbits(bits.astype(np.uint8))
-        quality[i] = int(q)
-    return hashes, quality
+        hashes.append(np.packbits(bits.astype(np.uint8)))
+        quality.append(int(q))
+    return (np.stack(hashes) if hashes else np.zeros((0, 32), dtype=np.uint8),
+            np.array(quality, dtype=np.uint8))
 
 
 def audio_fingerprint(audio: np.ndarray) -> tuple[np.ndarray, float]:

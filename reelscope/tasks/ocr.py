@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import difflib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cv2
 import numpy as np
@@ -23,6 +23,9 @@ from reelscope.monitor.guard import GuardedRunner, GuardedSession
 from reelscope.report import EngineUse, OcrEntry
 from reelscope.tasks.lang import language_of
 from reelscope.video.decode import Frame
+
+if TYPE_CHECKING:
+    from reelscope.gpu.ocr import TorchModel
 
 MIN_TEXT_SCORE = 0.6
 SAME_TEXT_RATIO = 0.8  # captions this similar in consecutive frames are one caption
@@ -72,9 +75,12 @@ class OcrReader:
     """PP-OCRv6 detector + recognizer (rapidocr), one image at a time."""
 
     def __init__(self, size: str = "small", threads: int = 1, det_max_side: int = 960,
-                 engines: tuple[Runner, Runner] | None = None) -> None:
+                 engines: tuple[Runner, Runner] | None = None,
+                 torch_models: tuple[TorchModel, TorchModel] | None = None) -> None:
         """``engines``: active detector and recognizer runners (reelscope engines) whose
-        ONNX Runtime sessions rapidocr then uses instead of loading its own."""
+        ONNX Runtime sessions rapidocr then uses instead of loading its own.
+        ``torch_models``: the detector and recognizer in PyTorch (on a GPU), which then
+        answer rapidocr's session calls."""
         from omegaconf import flag_override
         from rapidocr import RapidOCR
         from rapidocr.utils.typings import ModelType, OCRVersion
@@ -100,6 +106,7 @@ class OcrReader:
             "Rec.model_path": str(rec.paths()[0]),
         }
         self.engines = engines
+        self.torch_models = torch_models
         try:
             self._engine = RapidOCR(params=params)
             if engines is not None:
@@ -110,11 +117,16 @@ class OcrReader:
                     self._engine.cfg.Rec.session = rec_session
             self._engine._load_det_model()
             self._engine._load_rec_model()
+            parts: tuple[Any, Any] = (self._engine.text_det, self._engine.text_rec)
             if engines is not None:  # guarded engines answer rapidocr's own session calls
-                parts: tuple[Any, Any] = (self._engine.text_det, self._engine.text_rec)
                 for part, runner in zip(parts, engines, strict=True):
                     if isinstance(runner, GuardedRunner):
                         part.session.session = GuardedSession(runner, part.session.session)
+            if torch_models is not None:
+                from reelscope.gpu.ocr import TorchSession
+
+                for part, torch_model in zip(parts, torch_models, strict=True):
+                    part.session.session = TorchSession(torch_model, part.session.session)
         except Exception as exc:  # rapidocr raises plain exceptions on bad models
             raise ModelError(f"cannot load the OCR models: {exc}") from exc
         logging.getLogger("RapidOCR").setLevel(logging.ERROR)
@@ -131,6 +143,11 @@ class OcrReader:
     def engine_use(self) -> EngineUse:
         precision = self.engines[0].precision if self.engines else "fp32"
         model = f"{self.models[0].name} + {self.models[1].name}"
+        if self.torch_models is not None:
+            det = self.torch_models[0]
+            precision = {"torch.float16": "fp16", "torch.bfloat16": "bf16"}.get(
+                str(det.dtype), "fp32")
+            return EngineUse("torch", precision, f"{model} ({det.device})")
         guarded = self._guarded()
         if not guarded:
             return EngineUse("onnxruntime", precision, model)
@@ -172,7 +189,7 @@ def _session(runner: Runner) -> Any:
 
 
 def read_frames(
-    reader: OcrReader, frames: Sequence[Frame], change_threshold: float, refresh_s: float
+    reader: OcrReader, frames: Iterable[Frame], change_threshold: float, refresh_s: float
 ) -> list[FrameText]:
     """OCR the frames, reusing the last result for frames that did not change.
 

@@ -1,0 +1,78 @@
+"""Which device the models run on, and the CUDA resources that go with it."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+from reelscope.errors import ConfigError
+
+DEVICE_HELP = "cpu (ONNX Runtime engines), cuda, cuda:N, or auto (a GPU when there is one)"
+
+
+def resolve(spec: str) -> str:
+    """``cpu``, ``cuda:N`` (from cuda, cuda:N or auto); a clear error when the GPU asked
+    for is not there."""
+    spec = spec.strip().lower()
+    if spec == "cpu":
+        return "cpu"
+    if spec not in ("auto", "cuda") and not spec.startswith("cuda:"):
+        raise ConfigError(f"device must be {DEVICE_HELP}; got {spec!r}")
+    if spec == "auto" and not _nvidia_driver():
+        return "cpu"  # without importing torch (seconds) on a machine with no GPU
+    try:
+        import torch
+    except ImportError as exc:
+        if spec == "auto":
+            return "cpu"
+        raise ConfigError(f"device {spec!r} needs PyTorch: {exc}") from exc
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if spec == "auto":
+        return "cuda:0" if count else "cpu"
+    index = 0 if spec == "cuda" else _index(spec)
+    if index >= count:
+        seen = f"{count} CUDA device(s) visible" if count else "no CUDA GPU is visible"
+        raise ConfigError(f"device {spec!r} is not available: {seen}")
+    return f"cuda:{index}"
+
+
+def _nvidia_driver() -> bool:
+    return Path("/proc/driver/nvidia").exists() or Path("/dev/nvidia0").exists()
+
+
+def _index(spec: str) -> int:
+    try:
+        index = int(spec.split(":", 1)[1])
+    except ValueError:
+        raise ConfigError(f"device must be {DEVICE_HELP}; got {spec!r}") from None
+    if index < 0:
+        raise ConfigError(f"device index must not be negative; got {spec!r}")
+    return index
+
+
+def stream_context(device: str) -> Callable[[], AbstractContextManager[object]]:
+    """A context that makes a new CUDA stream current (a batcher thread's own stream);
+    nothing on the CPU."""
+    if not device.startswith("cuda"):
+        return contextlib.nullcontext
+
+    def enter() -> AbstractContextManager[object]:
+        import torch
+
+        return torch.cuda.stream(torch.cuda.Stream(device))
+
+    return enter
+
+
+def set_memory_budget(device: str, fraction: float) -> None:
+    """Cap this process's share of the GPU's memory; going over raises an out-of-memory
+    error, which the batchers answer by splitting the batch."""
+    if not device.startswith("cuda"):
+        return
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"gpu_memory_fraction must be in (0, 1], got {fraction}")
+    import torch
+
+    torch.cuda.set_per_process_memory_fraction(fraction, torch.device(device))

@@ -1,0 +1,72 @@
+"""Whisper on the GPU in worker processes of its own.
+
+Greedy decoding launches many small kernels per token from Python. In the analysis
+process it shares the interpreter lock with frame decoding, OCR's pre- and
+post-processing and the frame hashes, and waits for the lock at each launch: measured on
+the H100 machine, the 15 s clip's speech took 3.0 s beside the picture lane against
+about 0.1 s alone. A worker process has its own lock; the audio goes there (about 1 MB
+for 15 s) and the transcript comes back.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from reelscope.errors import ModelError
+from reelscope.report import EngineUse, Transcript
+
+_recognizer: Any = None  # the worker process's model
+
+
+def _load(model_dir: str, device: str, precision: str) -> None:
+    global _recognizer
+    import torch
+
+    from reelscope.tasks.asr_torch import TorchSpeechRecognizer
+
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
+    _recognizer = TorchSpeechRecognizer(Path(model_dir), device=device, dtype=precision)
+
+
+def _transcribe(audio: np.ndarray) -> Transcript:
+    result: Transcript = _recognizer.transcribe(audio)
+    return result
+
+
+def _ready() -> bool:
+    return _recognizer is not None
+
+
+class SpeechProcesses:
+    """The interface of :class:`reelscope.tasks.asr_torch.TorchSpeechRecognizer`,
+    served by ``processes`` worker processes that each hold the model."""
+
+    def __init__(self, model_dir: Path, device: str, precision: str, processes: int) -> None:
+        self.device = device
+        self.precision = precision
+        self.pool = ProcessPoolExecutor(
+            max_workers=processes, mp_context=multiprocessing.get_context("spawn"),
+            initializer=_load, initargs=(str(model_dir), device, precision))
+        try:  # start them all now, not on the first videos
+            for future in [self.pool.submit(_ready) for _ in range(processes)]:
+                future.result()
+        except Exception as exc:
+            self.pool.shutdown(cancel_futures=True)
+            raise ModelError(f"the speech worker processes did not start: {exc}") from exc
+
+    @property
+    def engine(self) -> EngineUse:
+        return EngineUse("torch", self.precision,
+                         f"whisper-base (CTranslate2 weights) ({self.device}, own process)")
+
+    def transcribe(self, audio: np.ndarray) -> Transcript:
+        return self.pool.submit(_transcribe, audio).result()
+
+    def close(self) -> None:
+        self.pool.shutdown()
