@@ -10,6 +10,7 @@ ground truth the tests check against.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -66,10 +67,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="regenerate the sample clip")
     parser.add_argument("--long", type=Path, metavar="PATH",
                         help="write only the 15 s benchmark variant to PATH")
+    parser.add_argument("--size", default="720x1280", metavar="WxH",
+                        help="frame size of the --long variant (1080x1920 for the GPU benchmark)")
+    parser.add_argument("--crf", type=int, default=30, help="x264 quality of the --long variant")
     args = parser.parse_args()
     if args.long:
-        clip = write_clip(args.long, LONG_SPEC)
-        print(f"wrote {clip} ({clip.stat().st_size / 1e6:.2f} MB, {total_duration(LONG_SPEC)} s)")
+        width, height = (int(v) for v in args.size.lower().split("x"))
+        spec = dataclasses.replace(LONG_SPEC, width=width, height=height, crf=args.crf)
+        clip = write_clip(args.long, spec)
+        print(f"wrote {clip} ({clip.stat().st_size / 1e6:.2f} MB, {total_duration(spec)} s, "
+              f"{width}x{height})")
         return
     out_dir = Path(__file__).resolve().parent.parent / "samples"
     out_dir.mkdir(exist_ok=True)
