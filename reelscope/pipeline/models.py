@@ -19,7 +19,7 @@ from reelscope.models import model
 from reelscope.monitor.guard import GuardedRunner
 from reelscope.monitor.health import Alerter, Monitor
 from reelscope.monitor.policy import MonitorPolicy
-from reelscope.tasks import asr, classify, sentiment
+from reelscope.tasks import asr, classify, embed, sentiment
 from reelscope.tasks.asr import SpeechRecognizer
 from reelscope.tasks.classify import Classifier
 from reelscope.tasks.embed import TextEncoder
@@ -171,7 +171,13 @@ class Models:
 
     @cached_property
     def text_encoder(self) -> TextEncoder | TorchTextEncoder:
-        return self.gpu.text_encoder if self.on_torch else TextEncoder()
+        """USE's dense network from an fp32 engine built once into the cache (on a GPU,
+        in PyTorch there)."""
+        if self.on_torch:
+            return self.gpu.text_encoder
+        engine = self._engine("text-encoder", embed.export_onnx(self.settings.cache_path),
+                              embed.input_profile(), holdout=16)
+        return TextEncoder(engine.runner)
 
     def load_all(self) -> None:
         """Load every model now (a service does this before its first job)."""

