@@ -40,3 +40,31 @@ def nan_engine(src: Path, dst: Path) -> Path:
             break
     artifact.write(dst, manifest, model.SerializeToString())
     return dst
+
+
+def flattened_engine(src: Path, dst: Path, factor: float, output: str = "logits") -> Path:
+    """A copy whose class scores (``output``) are multiplied by ``factor``: every
+    top-1 class stays the same, only the confidences move (an engine whose output
+    scale went wrong, which no top-1 comparison can see)."""
+    manifest, payload = artifact.read(src)
+    model = onnx.load_from_string(payload)
+    inits = {i.name: i for i in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+    scaled = 0
+    name = output
+    while name in producers:
+        node = producers[name]
+        params = [i for i in node.input if i in inits]
+        for p in params:
+            w = numpy_helper.to_array(inits[p]) * np.float32(factor)
+            inits[p].CopyFrom(numpy_helper.from_array(w.astype(np.float32), p))
+            scaled += 1
+        if node.op_type in ("Gemm", "MatMul"):
+            break
+        if node.op_type != "Add":
+            raise ValueError(f"{output} comes from {node.op_type}, not a linear layer")
+        name = next(i for i in node.input if i not in inits)
+    if not scaled:
+        raise ValueError(f"no weights found for {output}")
+    artifact.write(dst, manifest, model.SerializeToString())
+    return dst
