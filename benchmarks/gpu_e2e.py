@@ -383,7 +383,7 @@ def main() -> None:
     r.add_argument("--device", default="cuda")
     r.add_argument("--latency-runs", type=int, default=10)
     r.add_argument("--clips", type=int, default=64, help="distinct clips per throughput run")
-    r.add_argument("--in-flight", type=int, nargs="+", default=[8],
+    r.add_argument("--in-flight", type=int, nargs="*", default=[8],
                    help="clips in flight in this one process")
     r.add_argument("--processes", type=int, nargs="*", default=[4, 8],
                    help="analysis processes of the multi-process throughput runs")
