@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from reelscope.models import model
-from reelscope.pipeline.batcher import BatcherOptions, DynamicBatcher
+from reelscope.pipeline.batcher import BatcherOptions, Context, DynamicBatcher
 from reelscope.report import EngineUse
 from reelscope.tasks.classify import MODEL_KEY, ClassifyOutput, classifier_module
 from reelscope.video.decode import Frame
@@ -63,7 +63,7 @@ class GpuClassifier:
     """The same interface as :class:`reelscope.tasks.classify.Classifier`."""
 
     def __init__(self, device: torch.device, dtype: torch.dtype, options: BatcherOptions,
-                 context: object = None) -> None:
+                 context: Context | None = None) -> None:
         self.device = device
         self.dtype = dtype
         self.size = int(model(MODEL_KEY).extra["input_size"])
@@ -72,7 +72,7 @@ class GpuClassifier:
             net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.net = net.eval()
         self.batcher = DynamicBatcher(self._model, options, name="classify",
-                                      context=context)  # type: ignore[arg-type]
+                                      context=context)
 
     @property
     def precision(self) -> str:

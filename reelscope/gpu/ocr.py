@@ -20,7 +20,7 @@ import torch
 
 from reelscope.engine.onnx_torch import convert
 from reelscope.errors import EngineError, ModelError
-from reelscope.pipeline.batcher import BatcherOptions, DynamicBatcher
+from reelscope.pipeline.batcher import BatcherOptions, Context, DynamicBatcher
 
 REC_WIDTH_BUCKET = 64  # text-line widths are padded up to a multiple of this
 
@@ -39,7 +39,7 @@ class TorchModel:
     """One OCR model on a device, called by its batcher with stacked float32 inputs."""
 
     def __init__(self, onnx_path: Path, device: torch.device, dtype: torch.dtype,
-                 options: BatcherOptions, name: str, context: object = None,
+                 options: BatcherOptions, name: str, context: Context | None = None,
                  width_bucket: int = 0) -> None:
         self.device = device
         self.dtype = dtype
@@ -47,7 +47,7 @@ class TorchModel:
         self.width_bucket = width_bucket
         self.net = torch_module(onnx_path).to(device=device, dtype=dtype)
         self.batcher = DynamicBatcher(self._run, options, name=name,
-                                      context=context)  # type: ignore[arg-type]
+                                      context=context)
 
     @torch.inference_mode()
     def _run(self, x: np.ndarray) -> np.ndarray:

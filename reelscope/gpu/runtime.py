@@ -3,8 +3,8 @@
 Every model is a PyTorch module on the device. The classifier and the OCR models each
 have a dynamic batcher, whose thread runs on its own CUDA stream, so requests from all
 the videos being analyzed at once are merged and the models run concurrently. Whisper
-decodes each video on a stream of the calling thread; the text encoder (one sentence per
-video) on a stream of its own.
+runs in worker processes of its own (``gpu_speech_processes``; with 0, on a stream of
+the calling thread); the text encoder (one sentence per video) on a stream of its own.
 """
 
 from __future__ import annotations

@@ -31,6 +31,7 @@ from reelscope.errors import ConfigError, EngineError
 log = logging.getLogger("reelscope.batcher")
 
 ModelFn = Callable[[np.ndarray], np.ndarray]
+Context = Callable[[], AbstractContextManager[object]]  # entered by a batcher's thread
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -86,7 +87,7 @@ class DynamicBatcher:
         model: ModelFn,
         options: BatcherOptions | None = None,
         name: str = "model",
-        context: Callable[[], AbstractContextManager[object]] | None = None,
+        context: Context | None = None,
         oom: Callable[[BaseException], bool] = is_out_of_memory,
     ) -> None:
         self.model = model
