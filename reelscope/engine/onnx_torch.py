@@ -47,7 +47,7 @@ def _import_onnx2torch() -> types.ModuleType:
     except ImportError:
         raise
     except Exception as exc:  # torchvision's own import error (RuntimeError)
-        if "torchvision" not in str(exc) and "torchvision" not in repr(exc.__traceback__):
+        if "torchvision" not in str(exc):
             raise
     for name in [m for m in sys.modules if m == "torchvision" or m.startswith(("torchvision.",
                                                                                "onnx2torch"))]:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from reelscope.gpu.device import to_device
 from reelscope.models import model
 from reelscope.pipeline.batcher import BatcherOptions, Context, DynamicBatcher
 from reelscope.report import EngineUse
@@ -18,14 +19,6 @@ from reelscope.video.decode import Frame
 
 N_CLASSES = 1000
 CHUNK = 8  # frames handed to the batcher at a time while a video is still decoding
-
-
-def to_device(batch: np.ndarray, device: torch.device) -> torch.Tensor:
-    """Host array to the device through pinned memory (an asynchronous copy)."""
-    x = torch.from_numpy(np.ascontiguousarray(batch))
-    if device.type == "cuda":
-        return x.pin_memory().to(device, non_blocking=True)
-    return x
 
 
 def area_weights(src: int, dst: int, device: torch.device) -> torch.Tensor:

@@ -6,8 +6,13 @@ import contextlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reelscope.errors import ConfigError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 DEVICE_HELP = "cpu (ONNX Runtime engines), cuda, cuda:N, or auto (a GPU when there is one)"
 
@@ -76,3 +81,15 @@ def set_memory_budget(device: str, fraction: float) -> None:
     import torch
 
     torch.cuda.set_per_process_memory_fraction(fraction, torch.device(device))
+
+
+def to_device(batch: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Host array to the device through pinned memory (an asynchronous copy); on the CPU,
+    a tensor sharing the array's memory."""
+    import numpy as np
+    import torch
+
+    x = torch.from_numpy(np.ascontiguousarray(batch))
+    if device.type == "cuda":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x

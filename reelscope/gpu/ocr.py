@@ -20,6 +20,7 @@ import torch
 
 from reelscope.engine.onnx_torch import convert
 from reelscope.errors import EngineError, ModelError
+from reelscope.gpu.device import to_device
 from reelscope.pipeline.batcher import BatcherOptions, Context, DynamicBatcher
 
 REC_WIDTH_BUCKET = 64  # text-line widths are padded up to a multiple of this
@@ -51,10 +52,7 @@ class TorchModel:
 
     @torch.inference_mode()
     def _run(self, x: np.ndarray) -> np.ndarray:
-        t = torch.from_numpy(np.ascontiguousarray(x))
-        if self.device.type == "cuda":
-            t = t.pin_memory().to(self.device, non_blocking=True)
-        out = self.net(t.to(self.dtype))
+        out = self.net(to_device(x, self.device).to(self.dtype))
         return out.float().cpu().numpy()
 
     def infer(self, x: np.ndarray) -> np.ndarray:
