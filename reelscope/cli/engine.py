@@ -68,6 +68,8 @@ def engine_group() -> None:
 @click.option("--min-top1-confident", type=float, default=None,
               help="gate: top-1 agreement on confident inputs (int8)")
 @click.option("--min-cosine", type=float, default=None, help="gate: feature cosine similarity")
+@click.option("--int8-fallback/--no-int8-fallback", default=True, show_default=True,
+              help="int8 under the gate: retry with the most sensitive layers in fp32")
 @click.option("--autotune/--no-autotune", default=False, show_default=True,
               help="kernel auto-tuning (torch: Inductor max-autotune; slow)")
 @click.option("--cuda-graphs/--no-cuda-graphs", default=True, show_default=True)
@@ -76,8 +78,8 @@ def build_cmd(model: str, output: Path, backend: str, precision: str, profiles: 
               device: str, calibration: Path | None, gate_inputs: Path | None, samples: int,
               monitor_reference: Path | None, holdout: int,
               normalize: str, class_outputs: tuple[str, ...], min_top1: float | None,
-              min_top1_confident: float | None, min_cosine: float | None, autotune: bool,
-              cuda_graphs: bool, threads: int) -> None:
+              min_top1_confident: float | None, min_cosine: float | None,
+              int8_fallback: bool, autotune: bool, cuda_graphs: bool, threads: int) -> None:
     """Compile MODEL (an .onnx file, or module:callable returning a torch module)."""
     gate = GateThresholds()
     if min_top1 is not None:
@@ -100,6 +102,7 @@ def build_cmd(model: str, output: Path, backend: str, precision: str, profiles: 
         gate=gate,
         class_outputs=class_outputs or None,
         threads=threads,
+        int8_fallback=int8_fallback,
         autotune=autotune,
         cuda_graphs=cuda_graphs,
     )

@@ -57,7 +57,7 @@ class AccuracyReport:
             if o.kind == "classes":
                 parts.append(
                     f"{o.name}: top-1 {m['top1_agreement']:.1%} "
-                    f"(confident {m['top1_confident']:.1%} of {int(m['confident_inputs'])}), "
+                    f"(confident {m['top1_confident']:.2%} of {int(m['confident_inputs'])}), "
                     f"top-5 overlap {m['top5_overlap']:.1%}"
                 )
             else:
@@ -88,7 +88,7 @@ def is_class_output(name: str, class_outputs: Sequence[str] | None) -> bool:
     return any(h in name.lower() for h in _CLASS_HINTS)
 
 
-def _probabilities(x: np.ndarray) -> np.ndarray:
+def probabilities(x: np.ndarray) -> np.ndarray:
     x = x.astype(np.float64).reshape(len(x), -1)
     if np.all(x >= 0) and np.allclose(x.sum(axis=1), 1.0, atol=1e-3):
         return x
@@ -97,7 +97,7 @@ def _probabilities(x: np.ndarray) -> np.ndarray:
 
 
 def class_metrics(ref: np.ndarray, eng: np.ndarray, margin: float) -> dict[str, float]:
-    p_ref, p_eng = _probabilities(ref), _probabilities(eng)
+    p_ref, p_eng = probabilities(ref), probabilities(eng)
     top_ref = np.argsort(-p_ref, axis=1)
     top_eng = np.argsort(-p_eng, axis=1)
     agree = top_ref[:, 0] == top_eng[:, 0]
@@ -152,8 +152,8 @@ def evaluate(reference: Mapping[str, np.ndarray], engine: Mapping[str, np.ndarra
                         f"{t.min_confident}): give more, or more typical, calibration pictures"
                     )
                 elif m["top1_confident"] < t.top1_confident_int8:
-                    failures.append(f"top-1 agreement on confident inputs {m['top1_confident']:.1%}"
-                                    f" < {t.top1_confident_int8:.1%}")
+                    failures.append(f"top-1 agreement on confident inputs {m['top1_confident']:.2%}"
+                                    f" < {t.top1_confident_int8:.2%}")
                 if m["top1_agreement"] < t.top1_int8:
                     failures.append(
                         f"top-1 agreement {m['top1_agreement']:.1%} < {t.top1_int8:.1%}")

@@ -5,8 +5,8 @@ activation fusion, the NCHWc blocked layout for this CPU's vector width) and the
 optimized graph is the payload, so loading does not optimize again. INT8 is
 static QDQ quantization (per-channel int8 weights, uint8 activations, MinMax
 ranges from the calibration inputs, cached); when the gate rejects it, the next
-candidates keep the most sensitive layers (stem, head, then depthwise
-convolutions) in fp32.
+candidates keep the layers measured to be the most sensitive in fp32
+(``ort_int8``).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from reelscope.engine.backends import ort_int8
 from reelscope.engine.base import Builder, BuildJob, Candidate, Runner, TensorSpec
 from reelscope.engine.manifest import Manifest, cpu_identity
 from reelscope.engine.options import Profile
@@ -120,16 +121,6 @@ class OnnxRuntimeRunner(Runner):
         return dict(zip(names, values, strict=True))
 
 
-class _Reader:
-    """Feeds calibration inputs to ORT's calibrator in batches."""
-
-    def __init__(self, name: str, data: np.ndarray, batch: int = 16) -> None:
-        self._batches = iter([{name: data[i : i + batch]} for i in range(0, len(data), batch)])
-
-    def get_next(self) -> dict[str, np.ndarray] | None:
-        return next(self._batches, None)
-
-
 def optimize_offline(model: Path, target: Path, threads: int) -> bytes:
     """Optimize at ORT_ENABLE_ALL and save the result: the engine payload."""
     opts = session_options(threads)
@@ -149,24 +140,6 @@ def has_int8_dot_product() -> bool:
     if ident["arch"] not in ("x86_64", "AMD64", "i686"):
         return True
     return any(f in ident["cpu_flags"].split() for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
-
-
-def _sensitive_nodes(model: onnx.ModelProto) -> list[tuple[str, list[str]]]:
-    """Layer groups to keep in fp32, in the order they are tried: stem + head, then
-    depthwise convolutions (which quantize worst)."""
-    nodes = list(model.graph.node)
-    convs = [n for n in nodes if n.op_type == "Conv"]
-    heads = [n for n in nodes if n.op_type in ("Gemm", "MatMul")][-1:]
-    stem_head = [n.name for n in convs[:1] + heads]
-    depthwise = [
-        n.name for n in convs
-        if any(a.name == "group" and a.i > 1 for a in n.attribute)
-    ]
-    groups = [("stem and head", stem_head)]
-    if depthwise:
-        groups.append((f"stem, head and {len(depthwise)} depthwise convolutions",
-                       stem_head + depthwise))
-    return groups
 
 
 class OnnxRuntimeBuilder(Builder):
@@ -197,12 +170,6 @@ class OnnxRuntimeBuilder(Builder):
         yield from self._int8(job, source, threads)
 
     def _int8(self, job: BuildJob, source: Path, threads: int) -> Iterator[Candidate]:
-        from onnxruntime.quantization import (
-            CalibrationMethod,
-            QuantFormat,
-            QuantType,
-            quantize_static,
-        )
         from onnxruntime.quantization.shape_inference import quant_pre_process
 
         if job.inputs is None:
@@ -212,47 +179,57 @@ class OnnxRuntimeBuilder(Builder):
         job.progress("preparing the graph for quantization (shape inference, folding)")
         with _quiet():
             quant_pre_process(str(source), str(pre), skip_symbolic_shape=True)
-        cache = None
+        tables = None
         if job.cache_dir is not None and job.options.calibration.cache:
-            cache = (job.cache_dir / "calibration" /
-                     f"{job.source.sha256[:16]}-{job.inputs.digest[:16]}-minmax.json")
-            cache.parent.mkdir(parents=True, exist_ok=True)
-        cache_hit = cache is not None and cache.is_file()
-        reduce_range = not has_int8_dot_product()
-        plans: list[tuple[str, list[str]]] = [("none", [])]
-        if job.options.int8_fallback:
-            plans += _sensitive_nodes(onnx.load(str(pre)))
-        for i, (kept, exclude) in enumerate(plans):
-            job.progress(
-                "calibrating (MinMax) and quantizing to int8" if i == 0
-                else f"int8 again, keeping {kept} in fp32"
-            )
+            tables = job.cache_dir / "calibration"
+            tables.mkdir(parents=True, exist_ok=True)
+        stem = f"{job.source.sha256[:16]}-{job.inputs.digest[:16]}"
+        calib_cache = tables / f"{stem}-minmax.json" if tables else None
+        cache_hit = calib_cache is not None and calib_cache.is_file()
+        quantizer = ort_int8.Quantizer(pre, name, job.inputs.calibration, calib_cache,
+                                       weights_7bit=not has_int8_dot_product())
+
+        def candidate(i: int, kept: Sequence[str], note: str) -> Candidate:
             quantized = job.workdir / f"int8-{i}.onnx"
             with _quiet():
-                quantize_static(
-                    str(pre), str(quantized),
-                    calibration_data_reader=_Reader(name, job.inputs.calibration),
-                    quant_format=QuantFormat.QDQ,
-                    per_channel=True,
-                    activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8,
-                    calibrate_method=CalibrationMethod.MinMax,
-                    nodes_to_exclude=exclude,
-                    reduce_range=reduce_range,
-                    calibration_cache_path=str(cache) if cache else None,
-                )
+                quantizer.quantize(kept, quantized)
             payload = optimize_offline(quantized, job.workdir / f"int8-{i}-opt.onnx", threads)
-            yield Candidate(payload, {
+            return Candidate(payload, {
                 "graph_optimization": "ORT_ENABLE_ALL",
                 "quantization": "QDQ, per-channel int8 weights, uint8 activations, MinMax",
-                "calibration_inputs": len(job.inputs.calibration),
-                "calibration_cache": ("reused" if cache_hit or i else "written") if cache
-                else "off",
-                "weights_7bit": reduce_range,
-                "kept_fp32": kept,
-                "kept_fp32_nodes": len(exclude),
+                "calibration_inputs": len(quantizer.calibration),
+                "calibration_cache": ("reused" if cache_hit or i else "written")
+                if calib_cache else "off",
+                "weights_7bit": quantizer.weights_7bit,
+                "kept_fp32": note,
+                "kept_fp32_nodes": len(kept),
+                "kept_fp32_layers": list(kept),
                 **_node_counts(source, payload),
             })
+
+        job.progress("calibrating (MinMax) and quantizing every layer to int8")
+        yield candidate(0, [], "none")
+        if not job.options.int8_fallback:
+            return
+        names = ort_int8.layers(onnx.load(str(pre)))
+        subset = job.inputs.calibration[:: max(1, len(job.inputs.calibration)
+                                               // ort_int8.SENSITIVITY_INPUTS)]
+        run = ort_int8.runner_for(subset[: ort_int8.SENSITIVITY_INPUTS], name,
+                                  session_options(threads), _DISABLED_OPTIMIZERS,
+                                  batch=min(32, job.profiles[0].max[0]))
+        job.progress(f"int8 under the gate: measuring how much each of {len(names)} layers "
+                     "hurts when quantized alone")
+        with _quiet():
+            ranked = ort_int8.rank_layers(
+                quantizer, names, run, source, job.workdir,
+                tables / f"{stem}-sensitivity.json" if tables else None,
+                job.progress, job.options.class_outputs)
+        worst = ", ".join(f"{n} ({d:.2g})" for n, d in ranked[:3])
+        job.progress(f"most sensitive layers: {worst}")
+        for i, k in enumerate(ort_int8.fallback_sizes(len(ranked)), start=1):
+            job.progress(f"int8 again, keeping the {k} most sensitive layers in fp32")
+            yield candidate(i, [n for n, _ in ranked[:k]],
+                            f"the {k} most sensitive of {len(ranked)} layers")
 
     def runner(self, payload: bytes, manifest: Manifest, device: str, threads: int) -> Runner:
         return OnnxRuntimeRunner(payload, threads=threads or os.cpu_count() or 1,
