@@ -9,6 +9,7 @@ one transaction, at the very end.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,9 +35,16 @@ from reelscope.tasks.fingerprint import (
     fingerprint,
     frame_hashes,
 )
-from reelscope.tasks.ocr import FrameText, merge_captions, read_frames
-from reelscope.video.decode import Frame, decode_audio, sample_frames
+from reelscope.tasks.ocr import (
+    FrameText,
+    TextLine,
+    merge_captions,
+    read_frames,
+    read_frames_concurrently,
+)
+from reelscope.video.decode import Frame, decode_audio
 from reelscope.video.media import Limits, MediaInfo, check_file, probe
+from reelscope.video.segments import sample_frames_parallel
 
 ProgressFn = Callable[[str], None]
 T = TypeVar("T")
@@ -204,18 +212,31 @@ class Analyzer:
                        consumers: Sequence[Callable[[Frame], None]] = ()) -> list[Frame]:
         frames: list[Frame] = []
         with self._timed("decode", timings):
-            for frame in sample_frames(info, self.settings.sample_fps):
+            segments = self.settings.decode_segments or min(8, os.cpu_count() or 1)
+            for frame in sample_frames_parallel(info, self.settings.sample_fps, segments):
                 frames.append(frame)
                 for consume in consumers:
                     consume(frame)
         return frames
 
     def _read_text(self, frames: Iterable[Frame]) -> tuple[list[FrameText], EngineUse]:
+        threshold, refresh = self.settings.ocr_change_threshold, self.settings.ocr_refresh_s
+        if self.models.on_torch and self.settings.gpu_ocr_readers > 1:
+            # several frames at once: their CPU work overlaps, their model calls batch
+            with ThreadPoolExecutor(self.settings.gpu_ocr_readers,
+                                    thread_name_prefix="ocr") as pool:
+                texts = read_frames_concurrently(self._read_one, frames, threshold, refresh,
+                                                 pool)
+            with self.models.ocr_reader() as reader:
+                return texts, reader.engine_use()
         with self.models.ocr_reader() as reader:
             reader.begin()
-            texts = read_frames(reader, frames, self.settings.ocr_change_threshold,
-                                self.settings.ocr_refresh_s)
+            texts = read_frames(reader, frames, threshold, refresh)
             return texts, reader.engine_use()
+
+    def _read_one(self, rgb: np.ndarray) -> tuple[TextLine, ...]:
+        with self.models.ocr_reader() as reader:
+            return reader.read(rgb)
 
     @contextmanager
     def _timed(self, stage: str, timings: dict[str, float]) -> Iterator[None]:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import difflib
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -196,17 +197,46 @@ def read_frames(
     A frame is read again at least every ``refresh_s`` seconds, so slow changes
     that never cross the threshold between two frames are still caught.
     """
-    detector = ChangeDetector(change_threshold)
     out: list[FrameText] = []
-    last_read = float("-inf")
+    for frame, read in _plan(frames, change_threshold, refresh_s):
+        if read:
+            out.append(FrameText(frame.time_s, reader.read(frame.rgb), reused=False))
+        else:
+            out.append(FrameText(frame.time_s, out[-1].lines, reused=True))
+    return out
+
+
+def read_frames_concurrently(
+    read: Callable[[np.ndarray], tuple[TextLine, ...]], frames: Iterable[Frame],
+    change_threshold: float, refresh_s: float, pool: Executor,
+) -> list[FrameText]:
+    """:func:`read_frames`, with the frames to read handed to ``pool`` as they arrive
+    (``read`` must be safe to call from several threads at once)."""
+    plan: list[tuple[float, Future[tuple[TextLine, ...]] | None]] = [
+        (frame.time_s, pool.submit(read, frame.rgb) if needed else None)
+        for frame, needed in _plan(frames, change_threshold, refresh_s)
+    ]
+    out: list[FrameText] = []
+    for time_s, pending in plan:
+        if pending is not None:
+            out.append(FrameText(time_s, pending.result(), reused=False))
+        else:
+            out.append(FrameText(time_s, out[-1].lines, reused=True))
+    return out
+
+
+def _plan(frames: Iterable[Frame], change_threshold: float,
+          refresh_s: float) -> Iterator[tuple[Frame, bool]]:
+    """Each frame, and whether it must be read (it changed, or it is time to refresh)."""
+    detector = ChangeDetector(change_threshold)
+    last_read: float | None = None
     for frame in frames:
         changed = detector.changed(frame.rgb)
-        if out and not changed and frame.time_s - last_read < refresh_s - 1e-6:
-            out.append(FrameText(frame.time_s, out[-1].lines, reused=True))
+        if last_read is not None and not changed and frame.time_s - last_read < refresh_s - 1e-6:
+            yield frame, False
             continue
         last_read = frame.time_s
-        out.append(FrameText(frame.time_s, reader.read(frame.rgb), reused=False))
-    return out
+        yield frame, True
 
 
 @dataclass

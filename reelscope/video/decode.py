@@ -43,15 +43,19 @@ def decode_audio(info: MediaInfo) -> np.ndarray:
     return np.concatenate(chunks).astype(np.float32) / 32768.0
 
 
+def frame_size(info: MediaInfo) -> tuple[int, int]:
+    """(width, height) the frames are handed to the models at: at most ANALYSIS_MAX_SIDE."""
+    scale = min(1.0, ANALYSIS_MAX_SIDE / max(info.width, info.height))
+    return round(info.width * scale / 2) * 2, round(info.height * scale / 2) * 2
+
+
 def sample_frames(info: MediaInfo, fps: float) -> Iterator[Frame]:
     """Yield one frame every ``1/fps`` seconds, scaled to at most ANALYSIS_MAX_SIDE.
 
     Raises :class:`CorruptMediaError` when the stream is damaged or ends well
     before its declared duration (a truncated file).
     """
-    scale = min(1.0, ANALYSIS_MAX_SIDE / max(info.width, info.height))
-    width = round(info.width * scale / 2) * 2
-    height = round(info.height * scale / 2) * 2
+    width, height = frame_size(info)
     step = 1.0 / fps
     next_t = 0.0
     index = 0
@@ -74,7 +78,12 @@ def sample_frames(info: MediaInfo, fps: float) -> Iterator[Frame]:
         raise CorruptMediaError(
             f"{info.path}: video cannot be decoded; damaged file ({exc})"
         ) from exc
-    if index == 0:
+    check_ends(info, index, last_t)
+
+
+def check_ends(info: MediaInfo, frames: int, last_t: float) -> None:
+    """Refuse a decode that gave no frame, or whose last frame is well before the end."""
+    if frames == 0:
         raise CorruptMediaError(f"{info.path}: no video frame could be decoded; damaged file")
     frame_gap = 1.0 / info.fps if info.fps > 0 else 0.1
     if last_t + frame_gap < info.duration_s - max(1.0, 0.1 * info.duration_s):
