@@ -15,8 +15,10 @@ BENCHMARKS.md):
 as the CPU path (sample clip and 1080p clip), then times:
 - optimized: fp16, dynamic batchers across videos, each model on its own CUDA stream,
   frames classified while the video still decodes, speech and pictures at once;
+- the same, with one decoder and one OCR reader per video (no segments, no concurrent
+  reads);
 - naive: fp32, no merging across videos (max wait 0), the speech lane before the
-  pictures, one clip at a time;
+  pictures, one decoder and one OCR reader, one clip at a time;
 - optionally the CPU path (ONNX Runtime engines) on the same machine (``--cpu-baseline``).
 Throughput runs distinct files (the clip remuxed with a different comment, so each is a
 new video to the store), with NVML sampling GPU utilization meanwhile.
@@ -312,6 +314,13 @@ def run(args: argparse.Namespace) -> None:
     out["optimized_latency"] = latency(analyzer, args.clip, args.latency_runs)
     print("optimized latency", out["optimized_latency"])
     dump()
+    # the same models, one decoder and one OCR reader per video (before segments and
+    # concurrent reads)
+    single = replace(base, decode_segments=1, gpu_ocr_readers=1)
+    out["optimized_latency_one_decoder_one_reader"] = latency(
+        Analyzer(single, Store(base.database_url), models), args.clip, args.latency_runs)
+    print("one decoder, one reader", out["optimized_latency_one_decoder_one_reader"])
+    dump()
     copies = remux_copies(args.clip, args.clips, work)
     out["throughput"] = []
     for k in args.in_flight:
@@ -336,7 +345,7 @@ def run(args: argparse.Namespace) -> None:
 
     # naive ----------------------------------------------------------------------------
     naive_settings = replace(base, gpu_precision="fp32", gpu_max_wait_ms=0.0,
-                             gpu_speech_processes=0,
+                             gpu_speech_processes=0, decode_segments=1, gpu_ocr_readers=1,
                              db=str(work / "naive.sqlite"))
     naive_models = Models(naive_settings, torch_device)
     naive_models.load_all()
