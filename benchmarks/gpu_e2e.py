@@ -366,14 +366,13 @@ def run(args: argparse.Namespace) -> None:
         cpu = Analyzer(cpu_settings, Store(cpu_settings.database_url))
         out["cpu_latency"] = latency(cpu, args.clip, 2, warm=1)
         print("cpu latency", out["cpu_latency"])
-    best = max([*out["throughput"], *out["throughput_processes"]],
-               key=lambda r: r["clips_per_s"])
-    out["ratios"] = {
-        "latency_naive_over_optimized": round(
-            out["naive_latency"]["median_s"] / out["optimized_latency"]["median_s"], 2),
-        "throughput_optimized_over_naive": round(
-            best["clips_per_s"] / out["naive_throughput"]["clips_per_s"], 2),
-    }
+    runs = [*out["throughput"], *out["throughput_processes"]]
+    out["ratios"] = {"latency_naive_over_optimized": round(
+        out["naive_latency"]["median_s"] / out["optimized_latency"]["median_s"], 2)}
+    if runs:
+        best = max(runs, key=lambda r: r["clips_per_s"])
+        out["ratios"]["throughput_optimized_over_naive"] = round(
+            best["clips_per_s"] / out["naive_throughput"]["clips_per_s"], 2)
     print("ratios", out["ratios"])
     dump()
     shutil.rmtree(work, ignore_errors=True)
