@@ -51,7 +51,7 @@ class Settings:
     threads: int = field(default=0, metadata=_help("CPU threads for models; 0 = all cores"))
     decode_segments: int = field(default=0, metadata=_help(
         "a video is cut at keyframes into up to this many parts decoded at once; "
-        "0 = one per core, up to 8; 1 = one decoder"))
+        "0 = one per core up to 8 when it is the only video being analyzed, else 1"))
     ocr_model: OcrModel = field(
         default="small",
         metadata=_help("PP-OCRv6 model size: small (default, more accurate) or tiny (faster)"),
@@ -102,9 +102,10 @@ class Settings:
                        "process, where it competes for Python's lock with the picture work)"),
     )
     gpu_ocr_readers: int = field(
-        default=4,
+        default=0,
         metadata=_help("on a GPU: frames of one video OCR'd at once (their pre- and "
-                       "post-processing in parallel threads, their model calls batched)"),
+                       "post-processing in parallel threads, their model calls batched); "
+                       "0 = 4 when it is the only video being analyzed, else 1"),
     )
     gpu_memory_fraction: float = field(
         default=0.9,
@@ -211,12 +212,12 @@ class Settings:
             "sample_fps", "max_duration_s", "max_side_px", "max_file_mb", "similar_k",
             "ocr_det_max_side", "ocr_refresh_s", "max_jobs_per_key", "job_lease_s",
             "job_max_attempts", "webhook_max_attempts", "webhook_backoff_s", "gpu_max_batch",
-            "gpu_ocr_readers",
         )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"setting {name} must be positive, got {getattr(self, name)}")
-        for name in ("threads", "workers", "gpu_speech_processes", "decode_segments"):
+        for name in ("threads", "workers", "gpu_speech_processes", "decode_segments",
+                     "gpu_ocr_readers"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"setting {name} must be 0 or more, got {getattr(self, name)}")
         if self.asr_backend not in get_args(AsrBackend):

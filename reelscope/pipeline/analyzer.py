@@ -10,11 +10,13 @@ one transaction, at the very end.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from queue import SimpleQueue
 from typing import Generic, TypeVar
@@ -98,6 +100,20 @@ class Analyzer:
         ``on_frames`` receives the sampled frames once they are decoded;
         ``filename`` is the name reported (default: the file's own).
         """
+        with _IN_FLIGHT.entered() as alone:
+            return self._analyze(path, force, on_frames, filename, self._parallelism(alone))
+
+    def _parallelism(self, alone: bool) -> _Parallelism:
+        """Decoder segments and OCR readers for one video. Splitting a video's work pays
+        when it is the only one in this process; with several, they fill the cores."""
+        cores = os.cpu_count() or 1
+        return _Parallelism(
+            decode_segments=self.settings.decode_segments or (min(8, cores) if alone else 1),
+            ocr_readers=self.settings.gpu_ocr_readers or (4 if alone else 1),
+        )
+
+    def _analyze(self, path: Path, force: bool, on_frames: Callable[[list[Frame]], None] | None,
+                 filename: str | None, parallel: _Parallelism) -> Outcome:
         start = time.perf_counter()
         check_file(path, self.limits)
         sha = sha256_file(path)
@@ -119,11 +135,12 @@ class Analyzer:
             # frames go to the classifier as they are decoded (on a GPU, it runs meanwhile)
             job = self.models.classifier.start()
             consumers: list[Callable[[Frame], None]] = [job.add]
-            text_lane = FrameLane(lanes, self._read_text) if streamed else None
+            text_lane = (FrameLane(lanes, partial(self._read_text, readers=parallel.ocr_readers))
+                         if streamed else None)
             hash_lane = FrameLane(lanes, frame_hashes) if streamed else None
             consumers += [lane.add for lane in (text_lane, hash_lane) if lane is not None]
             try:
-                frames = self._decode_frames(info, timings, consumers)
+                frames = self._decode_frames(info, timings, parallel.decode_segments, consumers)
             finally:
                 for lane in (text_lane, hash_lane):
                     if lane is not None:
@@ -135,7 +152,7 @@ class Analyzer:
                 labels = video_labels(classified, step)
             with self._timed("ocr", timings):
                 texts, ocr_engine = (text_lane.result() if text_lane is not None
-                                     else self._read_text(frames))
+                                     else self._read_text(frames, readers=1))
                 ocr = merge_captions(texts, step)
             with self._timed("fingerprint", timings):
                 hashes, quality = (hash_lane.result() if hash_lane is not None
@@ -187,7 +204,9 @@ class Analyzer:
         sha = sha256_file(path)
         info = probe(path, self.limits)
         timings: dict[str, float] = {}
-        frames = self._decode_frames(info, timings)
+        with _IN_FLIGHT.entered() as alone:
+            frames = self._decode_frames(info, timings,
+                                         self._parallelism(alone).decode_segments)
         with self._timed("fingerprint", timings):
             fp: Fingerprint = fingerprint(
                 frames, decode_audio(info), 1.0 / self.settings.sample_fps
@@ -208,23 +227,22 @@ class Analyzer:
         _ = self.models.sentiment_ready
         return transcript, items, item_s
 
-    def _decode_frames(self, info: MediaInfo, timings: dict[str, float],
+    def _decode_frames(self, info: MediaInfo, timings: dict[str, float], segments: int,
                        consumers: Sequence[Callable[[Frame], None]] = ()) -> list[Frame]:
         frames: list[Frame] = []
         with self._timed("decode", timings):
-            segments = self.settings.decode_segments or min(8, os.cpu_count() or 1)
             for frame in sample_frames_parallel(info, self.settings.sample_fps, segments):
                 frames.append(frame)
                 for consume in consumers:
                     consume(frame)
         return frames
 
-    def _read_text(self, frames: Iterable[Frame]) -> tuple[list[FrameText], EngineUse]:
+    def _read_text(self, frames: Iterable[Frame],
+                   readers: int) -> tuple[list[FrameText], EngineUse]:
         threshold, refresh = self.settings.ocr_change_threshold, self.settings.ocr_refresh_s
-        if self.models.on_torch and self.settings.gpu_ocr_readers > 1:
+        if self.models.on_torch and readers > 1:
             # several frames at once: their CPU work overlaps, their model calls batch
-            with ThreadPoolExecutor(self.settings.gpu_ocr_readers,
-                                    thread_name_prefix="ocr") as pool:
+            with ThreadPoolExecutor(readers, thread_name_prefix="ocr") as pool:
                 texts = read_frames_concurrently(self._read_one, frames, threshold, refresh,
                                                  pool)
             with self.models.ocr_reader() as reader:
@@ -246,6 +264,35 @@ class Analyzer:
             yield
         finally:
             timings[stage] = timings.get(stage, 0.0) + time.perf_counter() - start
+
+
+@dataclass(frozen=True)
+class _Parallelism:
+    decode_segments: int
+    ocr_readers: int
+
+
+class _InFlight:
+    """How many videos this process is analyzing now."""
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def entered(self) -> Iterator[bool]:
+        """Count one more while inside; yields whether it is the only one."""
+        with self._lock:
+            self._count += 1
+            alone = self._count == 1
+        try:
+            yield alone
+        finally:
+            with self._lock:
+                self._count -= 1
+
+
+_IN_FLIGHT = _InFlight()
 
 
 class FrameLane(Generic[T]):
