@@ -184,10 +184,12 @@ class OnnxRuntimeBuilder(Builder):
             tables = job.cache_dir / "calibration"
             tables.mkdir(parents=True, exist_ok=True)
         stem = f"{job.source.sha256[:16]}-{job.inputs.digest[:16]}"
-        calib_cache = tables / f"{stem}-minmax.json" if tables else None
-        cache_hit = calib_cache is not None and calib_cache.is_file()
+        # without a cache folder the ranges still serve every candidate of this build
+        calib_cache = (tables or job.workdir) / f"{stem}-minmax.json"
+        cache_hit = tables is not None and calib_cache.is_file()
+        weights_7bit = not has_int8_dot_product()
         quantizer = ort_int8.Quantizer(pre, name, job.inputs.calibration, calib_cache,
-                                       weights_7bit=not has_int8_dot_product())
+                                       weights_7bit)
 
         def candidate(i: int, kept: Sequence[str], note: str) -> Candidate:
             quantized = job.workdir / f"int8-{i}.onnx"
@@ -199,7 +201,7 @@ class OnnxRuntimeBuilder(Builder):
                 "quantization": "QDQ, per-channel int8 weights, uint8 activations, MinMax",
                 "calibration_inputs": len(quantizer.calibration),
                 "calibration_cache": ("reused" if cache_hit or i else "written")
-                if calib_cache else "off",
+                if tables else "off",
                 "weights_7bit": quantizer.weights_7bit,
                 "kept_fp32": note,
                 "kept_fp32_nodes": len(kept),
@@ -222,7 +224,8 @@ class OnnxRuntimeBuilder(Builder):
         with _quiet():
             ranked = ort_int8.rank_layers(
                 quantizer, names, run, source, job.workdir,
-                tables / f"{stem}-sensitivity.json" if tables else None,
+                tables / f"{stem}-w{7 if weights_7bit else 8}-sensitivity.json"
+                if tables else None,
                 job.progress, job.options.class_outputs)
         worst = ", ".join(f"{n} ({d:.2g})" for n, d in ranked[:3])
         job.progress(f"most sensitive layers: {worst}")

@@ -50,7 +50,7 @@ class Quantizer:
     prepared: Path  # after quant_pre_process
     input_name: str
     calibration: np.ndarray
-    calibration_cache: Path | None  # MinMax ranges, written by the first call, then reused
+    calibration_cache: Path  # MinMax ranges, written by the first call, then reused
     weights_7bit: bool  # x86 without VNNI: full-range weights saturate u8s8 kernels
 
     def quantize(self, exclude: Sequence[str], target: Path) -> Path:
@@ -71,8 +71,7 @@ class Quantizer:
             calibrate_method=CalibrationMethod.MinMax,
             nodes_to_exclude=list(exclude),
             reduce_range=self.weights_7bit,
-            calibration_cache_path=str(self.calibration_cache) if self.calibration_cache
-            else None,
+            calibration_cache_path=str(self.calibration_cache),
         )
         return target
 
