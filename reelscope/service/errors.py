@@ -57,5 +57,7 @@ def install(app: FastAPI) -> None:
         status = status_of(exc)
         if status >= 500:
             log.error("%s %s: %s", request.method, request.url.path, exc)
+        elif status not in (401, 404):
+            log.info("%s %s refused (%d): %s", request.method, request.url.path, status, exc)
         headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
         return JSONResponse(error_body(exc), status_code=status, headers=headers)
