@@ -18,6 +18,19 @@ import sqlalchemy as sa
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "sample.mp4"
+
+
+def faststart_copy(src: Path, dst: Path) -> Path:
+    """``src`` remuxed with its index at the front ('fast start'), packets copied."""
+    import av
+
+    with av.open(str(src)) as inp, av.open(str(dst), "w", options={"movflags": "faststart"}) as out:
+        streams = {s: out.add_stream_from_template(s) for s in inp.streams}
+        for packet in inp.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream]
+                out.mux(packet)
+    return dst
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import clipgen  # noqa: E402

@@ -11,7 +11,7 @@ from typing import Any
 import av
 import numpy as np
 import pytest
-from conftest import SAMPLE, clipgen, db_dump
+from conftest import SAMPLE, clipgen, db_dump, faststart_copy
 from PIL import Image
 
 
@@ -59,17 +59,7 @@ def _truncated(p: Path) -> Path:
 
 def _truncated_faststart(p: Path) -> Path:
     """Half of a 'fast start' MP4 (index first): it opens, then the frames run out."""
-    whole = p.with_name("whole-faststart.mp4")
-    with (
-        av.open(str(SAMPLE)) as inp,
-        av.open(str(whole), "w", options={"movflags": "faststart"}) as out,
-    ):
-        streams = {s: out.add_stream_from_template(s) for s in inp.streams}
-        for packet in inp.demux():
-            if packet.dts is not None:
-                packet.stream = streams[packet.stream]
-                out.mux(packet)
-    data = whole.read_bytes()
+    data = faststart_copy(SAMPLE, p.with_name("whole-faststart.mp4")).read_bytes()
     assert data.find(b"moov") < 64  # the index is at the front
     p.write_bytes(data[: len(data) // 2])
     return p

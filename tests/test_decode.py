@@ -7,7 +7,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-from conftest import SAMPLE
+from conftest import SAMPLE, faststart_copy
 
 from reelscope.errors import CorruptMediaError
 from reelscope.video.decode import sample_frames
@@ -45,16 +45,7 @@ def test_a_video_with_one_keyframe_is_decoded_whole(tmp_path: Path) -> None:
 
 def test_a_truncated_video_fails_in_parallel_too(tmp_path: Path) -> None:
     """The index at the front, half the frames: the last segment runs out early."""
-    whole = tmp_path / "whole.mp4"
-    with (
-        av.open(str(SAMPLE)) as inp,
-        av.open(str(whole), "w", options={"movflags": "faststart"}) as out,
-    ):
-        streams = {s: out.add_stream_from_template(s) for s in inp.streams}
-        for packet in inp.demux():
-            if packet.dts is not None:
-                packet.stream = streams[packet.stream]
-                out.mux(packet)
+    whole = faststart_copy(SAMPLE, tmp_path / "whole.mp4")
     cut = tmp_path / "cut.mp4"
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     info = probe(cut, LIMITS)
