@@ -14,7 +14,7 @@ from reelscope.gpu.device import to_device
 from reelscope.models import model
 from reelscope.pipeline.batcher import BatcherOptions, Context, DynamicBatcher
 from reelscope.report import EngineUse
-from reelscope.tasks.classify import MODEL_KEY, ClassifyOutput, classifier_module
+from reelscope.tasks.classify import MODEL_KEY, ClassifyOutput, classifier_module, softmax
 from reelscope.video.decode import Frame
 
 N_CLASSES = 1000
@@ -122,10 +122,8 @@ class ClassifyJob:
         self._flush()
         rows = [f.result() for f in self._futures]
         out = np.concatenate(rows) if rows else np.zeros((0, N_CLASSES + 1280), np.float32)
-        logits, features = out[:, :N_CLASSES], out[:, N_CLASSES:]
-        e = np.exp(logits - logits.max(axis=1, keepdims=True)) if len(out) else logits
         return ClassifyOutput(
             times_s=np.array(self.times, dtype=np.float64),
-            probs=e / e.sum(axis=1, keepdims=True) if len(out) else logits,
-            features=np.ascontiguousarray(features),
+            probs=softmax(out[:, :N_CLASSES]),
+            features=np.ascontiguousarray(out[:, N_CLASSES:]),
         )

@@ -142,9 +142,7 @@ class Classifier:
         for start in range(0, len(frames), self.batch_size):
             chunk = frames[start : start + self.batch_size]
             out = self.runner.infer({"image": preprocess([f.rgb for f in chunk])})
-            logits = out["logits"]
-            e = np.exp(logits - logits.max(axis=1, keepdims=True))
-            probs.append(e / e.sum(axis=1, keepdims=True))
+            probs.append(softmax(out["logits"]))
             feats.append(out["features"])
         return ClassifyOutput(
             times_s=np.array([f.time_s for f in frames], dtype=np.float64),
@@ -152,6 +150,12 @@ class Classifier:
             features=np.concatenate(feats) if feats else np.zeros((0, 1280), np.float32),
             paths=frozenset(guarded.paths()) if guarded is not None else frozenset({"engine"}),
         )
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Class probabilities from (n, classes) logits (n may be 0)."""
+    e = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
 
 
 class FrameCollector:
