@@ -35,7 +35,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     info = probe(args.clip, Limits(max_duration_s=3600, max_side_px=8192, max_file_mb=4096))
-    keys = keyframes(info)[0]
+    keys = keyframes(info)
     reference = list(sample_frames_parallel(info, args.fps, 1))
     out = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "cpu_cores": os.cpu_count(),
            "clip": args.clip.name, "keyframes": len(keys), "frames": len(reference), "rows": []}

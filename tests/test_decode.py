@@ -19,7 +19,7 @@ LIMITS = Limits(max_duration_s=600, max_side_px=4096, max_file_mb=500)
 
 def test_segments_give_the_frames_one_decoder_gives() -> None:
     info = probe(SAMPLE, LIMITS)
-    segments = plan(keyframes(info)[0], info.duration_s, 4)
+    segments = plan(keyframes(info), info.duration_s, 4)
     assert len(segments) == 4  # the sample has a keyframe at each scene cut
     one = list(sample_frames(info, 2.0))
     parallel = list(sample_frames_parallel(info, 2.0, 4))
@@ -38,7 +38,7 @@ def test_a_video_with_one_keyframe_is_decoded_whole(tmp_path: Path) -> None:
             out.mux(stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")))
         out.mux(stream.encode())
     info = probe(clip, LIMITS)
-    assert len(plan(keyframes(info)[0], info.duration_s, 4)) == 1
+    assert len(plan(keyframes(info), info.duration_s, 4)) == 1
     frames = list(sample_frames_parallel(info, 2.0, 4))
     assert [f.time_s for f in frames] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
 

@@ -16,7 +16,6 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from fractions import Fraction
 from queue import SimpleQueue
 
 import av
@@ -37,7 +36,7 @@ class Segment:
     end_s: float  # the targets this segment serves are < end_s
 
 
-def keyframes(info: MediaInfo) -> tuple[list[tuple[int, float]], Fraction | None]:
+def keyframes(info: MediaInfo) -> list[tuple[int, float]]:
     """(pts, seconds) of every keyframe of the video stream, read without decoding."""
     found: list[tuple[int, float]] = []
     try:
@@ -50,7 +49,7 @@ def keyframes(info: MediaInfo) -> tuple[list[tuple[int, float]], Fraction | None
     except av.FFmpegError as exc:
         raise CorruptMediaError(f"{info.path}: the video cannot be read; damaged file ({exc})"
                                 ) from exc
-    return sorted(found), base
+    return sorted(found)
 
 
 def plan(keys: list[tuple[int, float]], duration_s: float, workers: int) -> list[Segment]:
@@ -118,7 +117,7 @@ def _decode(info: MediaInfo, segment: Segment, step: float, size: tuple[int, int
 def sample_frames_parallel(info: MediaInfo, fps: float, workers: int) -> Iterator[Frame]:
     """:func:`decode.sample_frames` with the video cut into up to ``workers`` segments
     decoded at once; the same frames, in the same order."""
-    segments = plan(keyframes(info)[0], info.duration_s, workers) if workers > 1 else []
+    segments = plan(keyframes(info), info.duration_s, workers) if workers > 1 else []
     if len(segments) < 2:
         yield from sample_frames(info, fps)
         return
