@@ -236,13 +236,12 @@ class Settings:
         if not 0 < self.gpu_memory_fraction <= 1:
             raise ConfigError(f"setting gpu_memory_fraction must be in (0, 1], "
                               f"got {self.gpu_memory_fraction}")
-        device = self.device.strip().lower()
-        if device not in ("cpu", "auto", "cuda") and not (
-            device.startswith("cuda:") and device[5:].isdigit()
-        ):
-            raise ConfigError(
-                f"setting device must be cpu, cuda, cuda:N or auto, got {self.device!r}"
-            )
+        from reelscope.gpu.device import check
+
+        try:
+            check(self.device)
+        except ConfigError as exc:
+            raise ConfigError(f"setting {exc}") from None
         if self.ocr_model not in get_args(OcrModel):
             raise ConfigError(
                 f"setting ocr_model must be one of {get_args(OcrModel)}, got {self.ocr_model!r}"

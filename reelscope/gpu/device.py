@@ -17,14 +17,21 @@ if TYPE_CHECKING:
 DEVICE_HELP = "cpu (ONNX Runtime engines), cuda, cuda:N, or auto (a GPU when there is one)"
 
 
+def check(spec: str) -> str:
+    """``spec`` in lower case, or a clear error when it is not cpu, cuda, cuda:N or auto
+    (a check of the words only: whether that GPU is there is :func:`resolve`'s)."""
+    spec = spec.strip().lower()
+    if spec in ("cpu", "auto", "cuda") or (spec.startswith("cuda:") and spec[5:].isdigit()):
+        return spec
+    raise ConfigError(f"device must be {DEVICE_HELP}; got {spec!r}")
+
+
 def resolve(spec: str) -> str:
     """``cpu``, ``cuda:N`` (from cuda, cuda:N or auto); a clear error when the GPU asked
     for is not there."""
-    spec = spec.strip().lower()
+    spec = check(spec)
     if spec == "cpu":
         return "cpu"
-    if spec not in ("auto", "cuda") and not spec.startswith("cuda:"):
-        raise ConfigError(f"device must be {DEVICE_HELP}; got {spec!r}")
     if spec == "auto" and not _nvidia_driver():
         return "cpu"  # without importing torch (seconds) on a machine with no GPU
     try:
@@ -36,7 +43,7 @@ def resolve(spec: str) -> str:
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if spec == "auto":
         return "cuda:0" if count else "cpu"
-    index = 0 if spec == "cuda" else _index(spec)
+    index = 0 if spec == "cuda" else int(spec[5:])
     if index >= count:
         seen = f"{count} CUDA device(s) visible" if count else "no CUDA GPU is visible"
         raise ConfigError(f"device {spec!r} is not available: {seen}")
@@ -45,16 +52,6 @@ def resolve(spec: str) -> str:
 
 def _nvidia_driver() -> bool:
     return Path("/proc/driver/nvidia").exists() or Path("/dev/nvidia0").exists()
-
-
-def _index(spec: str) -> int:
-    try:
-        index = int(spec.split(":", 1)[1])
-    except ValueError:
-        raise ConfigError(f"device must be {DEVICE_HELP}; got {spec!r}") from None
-    if index < 0:
-        raise ConfigError(f"device index must not be negative; got {spec!r}")
-    return index
 
 
 def stream_context(device: str) -> Callable[[], AbstractContextManager[object]]:
