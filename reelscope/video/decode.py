@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -13,6 +14,7 @@ from reelscope.video.media import MediaInfo
 
 AUDIO_RATE = 16_000
 ANALYSIS_MAX_SIDE = 1280  # frames are handed to the models at most this large
+_EPS = 1e-6
 
 
 @dataclass(frozen=True)
@@ -49,6 +51,38 @@ def frame_size(info: MediaInfo) -> tuple[int, int]:
     return round(info.width * scale / 2) * 2, round(info.height * scale / 2) * 2
 
 
+class Sampler:
+    """Which decoded frames are kept: the first frame at or after each multiple of
+    ``step`` seconds, within [start_s, end_s) (a segment of the video; all of it by
+    default). Frames must be offered in presentation order."""
+
+    def __init__(self, step: float, start_s: float = -math.inf,
+                 end_s: float = math.inf) -> None:
+        self.step = step
+        self.start_s = start_s
+        self.end_s = end_s
+        self.next_t = 0.0 if start_s == -math.inf else math.ceil(start_s / step - _EPS) * step
+        self.last_t = -1.0 if start_s == -math.inf else start_s  # the last frame offered
+
+    def offer(self, time_s: float | None) -> float | None:
+        """The frame's time if it is kept, else None (``time_s`` None: a frame without a
+        timestamp, taken to follow the last one by a step)."""
+        t = float(time_s) if time_s is not None else self.last_t + self.step
+        if t + _EPS < self.start_s:
+            return None  # an earlier segment's frame, seen after a seek
+        self.last_t = t
+        if t + _EPS < self.next_t:
+            return None
+        while self.next_t <= t + _EPS:
+            self.next_t += self.step
+        return t
+
+    @property
+    def done(self) -> bool:
+        """Every target of the segment is served."""
+        return self.next_t >= self.end_s - _EPS
+
+
 def sample_frames(info: MediaInfo, fps: float) -> Iterator[Frame]:
     """Yield one frame every ``1/fps`` seconds, scaled to at most ANALYSIS_MAX_SIDE.
 
@@ -56,29 +90,24 @@ def sample_frames(info: MediaInfo, fps: float) -> Iterator[Frame]:
     before its declared duration (a truncated file).
     """
     width, height = frame_size(info)
-    step = 1.0 / fps
-    next_t = 0.0
+    sampler = Sampler(1.0 / fps)
     index = 0
-    last_t = -1.0
     try:
         with av.open(str(info.path)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             for frame in container.decode(stream):
-                t = float(frame.time) if frame.time is not None else last_t + step
-                last_t = t
-                if t + 1e-6 < next_t:
+                t = sampler.offer(frame.time)
+                if t is None:
                     continue
                 rgb = frame.to_ndarray(format="rgb24", width=width, height=height)
                 yield Frame(index=index, time_s=t, rgb=rgb)
                 index += 1
-                while next_t <= t + 1e-6:
-                    next_t += step
     except av.FFmpegError as exc:
         raise CorruptMediaError(
             f"{info.path}: video cannot be decoded; damaged file ({exc})"
         ) from exc
-    check_ends(info, index, last_t)
+    check_ends(info, index, sampler.last_t)
 
 
 def check_ends(info: MediaInfo, frames: int, last_t: float) -> None:

@@ -22,7 +22,7 @@ import av
 import numpy as np
 
 from reelscope.errors import CorruptMediaError
-from reelscope.video.decode import Frame, check_ends, frame_size, sample_frames
+from reelscope.video.decode import Frame, Sampler, check_ends, frame_size, sample_frames
 from reelscope.video.media import MediaInfo
 
 _EPS = 1e-6
@@ -79,9 +79,7 @@ def _decode(info: MediaInfo, segment: Segment, step: float, size: tuple[int, int
     """Put (time, rgb) for each target of ``segment`` into ``out``; return the time of
     the last frame decoded."""
     width, height = size
-    first = segment.start_s
-    next_t = 0.0 if first == -math.inf else math.ceil(first / step - _EPS) * step
-    last_t = segment.start_s
+    sampler = Sampler(step, segment.start_s, segment.end_s)
     decoded = 0
     with av.open(str(info.path)) as container:
         stream = container.streams.video[0]
@@ -94,24 +92,18 @@ def _decode(info: MediaInfo, segment: Segment, step: float, size: tuple[int, int
                 if stop.is_set():
                     raise _Stopped
                 decoded += 1
-                t = float(frame.time) if frame.time is not None else last_t + step
-                if t + _EPS < segment.start_s:
-                    continue  # an earlier GOP's frame, seen after the seek
-                last_t = t
-                if next_t >= segment.end_s - _EPS:
-                    break  # every target of this segment is served
-                if t + _EPS < next_t:
-                    continue
-                out.put((t, frame.to_ndarray(format="rgb24", width=width, height=height)))
-                while next_t <= t + _EPS:
-                    next_t += step
+                if sampler.done:
+                    break
+                t = sampler.offer(frame.time)
+                if t is not None:
+                    out.put((t, frame.to_ndarray(format="rgb24", width=width, height=height)))
         except av.FFmpegError:
             # Damage after good frames (typically a file cut inside its last packet) ends
             # the segment, as a decoder with frame threads would quietly do; whether
             # the video ends too early is judged after all segments (``check_ends``).
             if decoded == 0:
                 raise
-    return last_t
+    return sampler.last_t
 
 
 def sample_frames_parallel(info: MediaInfo, fps: float, workers: int) -> Iterator[Frame]:

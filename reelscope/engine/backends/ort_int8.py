@@ -116,7 +116,7 @@ def rank_layers(quantizer: Quantizer, names: Sequence[str], run: Run, source: Pa
     """``names`` from the most to the least sensitive, each with its measured distance."""
     if cache is not None and cache.is_file():
         saved = json.loads(cache.read_text())
-        if [n for n, _ in saved] and {n for n, _ in saved} == set(names):
+        if saved and {n for n, _ in saved} == set(names):
             progress(f"layer sensitivity: reusing {cache.name}")
             return [(str(n), float(d)) for n, d in saved]
     ref = run(source)
