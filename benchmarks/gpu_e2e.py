@@ -176,6 +176,22 @@ def latency(analyzer: Analyzer, clip: Path, runs: int, warm: int = 2) -> dict[st
                                        for k, v in median_report.timings_s.items()}}
 
 
+def analyze_all(analyzer: Analyzer, clips: list[Path], in_flight: int) -> list[str]:
+    """Analyze every clip, ``in_flight`` at a time; the errors, counted and shown, not
+    hidden."""
+    errors: list[str] = []
+
+    def one(path: Path) -> None:
+        try:
+            analyzer.analyze(path, force=True)
+        except Exception as exc:
+            errors.append(f"{path.name}: {exc}")
+
+    with ThreadPoolExecutor(max_workers=in_flight) as pool:
+        list(pool.map(one, clips))
+    return errors
+
+
 def throughput(analyzer: Analyzer, clips: list[Path], in_flight: int,
                device_index: int) -> dict[str, Any]:
     try:
@@ -184,18 +200,9 @@ def throughput(analyzer: Analyzer, clips: list[Path], in_flight: int,
         psutil = None
     if psutil is not None:
         psutil.cpu_percent()
-    errors: list[str] = []
-
-    def one(path: Path) -> None:
-        try:
-            analyzer.analyze(path, force=True)
-        except Exception as exc:  # counted and shown, not hidden
-            errors.append(f"{path.name}: {exc}")
-
     with GpuSampler(device_index) as sampler:
         start = time.perf_counter()
-        with ThreadPoolExecutor(max_workers=in_flight) as pool:
-            list(pool.map(one, clips))
+        errors = analyze_all(analyzer, clips, in_flight)
         wall = time.perf_counter() - start
     return {"in_flight": in_flight, "clips": len(clips), "wall_s": round(wall, 3),
             "clips_per_s": round(len(clips) / wall, 2), "errors": errors[:5],
@@ -215,16 +222,7 @@ def _process_worker(settings: Settings, torch_device: str | None, paths: list[Pa
     reset_stats(models)
     ready.put(os.getpid())
     start.wait()
-    errors: list[str] = []
-
-    def one(path: Path) -> None:
-        try:
-            analyzer.analyze(path, force=True)
-        except Exception as exc:
-            errors.append(f"{path.name}: {exc}")
-
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        list(pool.map(one, paths))
+    errors = analyze_all(analyzer, paths, threads)
     results.put({"pid": os.getpid(), "clips": len(paths), "errors": errors[:3],
                  "error_count": len(errors), "batchers": batcher_stats(models)})
     models.close()
