@@ -2,8 +2,9 @@
 
     python benchmarks/decode_segments.py --clip .gpu-e2e/clip-1080p.mp4 [--out results.json]
 
-Median of ``--runs`` decodes per setting, after one warm-up; the frames are checked to
-be the same as one decoder's.
+Median wall time and CPU time of ``--runs`` decodes per setting, after one warm-up. The
+baseline row is one decoder decoding every frame (no frame skipped); every row's frames
+are checked to be the same as the baseline's.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 
+from reelscope.video.decode import Frame, index_video, sample_frames  # noqa: E402
 from reelscope.video.media import Limits, probe  # noqa: E402
-from reelscope.video.segments import keyframes, plan, sample_frames_parallel  # noqa: E402
+from reelscope.video.segments import decode_frames, plan  # noqa: E402
 
 
 def main() -> None:
@@ -35,23 +37,35 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     info = probe(args.clip, Limits(max_duration_s=3600, max_side_px=8192, max_file_mb=4096))
-    keys = keyframes(info)
-    reference = list(sample_frames_parallel(info, args.fps, 1))
+    found = index_video(info, 1.0 / args.fps)
+    keys = found.keyframes if found is not None else []
+    reference = list(sample_frames(info, args.fps, skip=False))
     out = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "cpu_cores": os.cpu_count(),
            "clip": args.clip.name, "keyframes": len(keys), "frames": len(reference), "rows": []}
-    for n in args.segments:
-        times = []
+
+    def every_frame() -> list[Frame]:
+        return list(sample_frames(info, args.fps, skip=False))
+
+    def segments(n: int) -> list[Frame]:
+        return sorted(decode_frames(info, args.fps, n), key=lambda f: f.index)
+
+    runs = [("baseline: one decoder, every frame decoded", 1, every_frame)] + [
+        (f"{n} segments, unneeded frames skipped", n, lambda n=n: segments(n))
+        for n in args.segments]
+    for name, n, decode in runs:
+        walls, cpus = [], []
         for i in range(args.runs + 1):
-            t = time.perf_counter()
-            frames = list(sample_frames_parallel(info, args.fps, n))
+            t, c = time.perf_counter(), time.process_time()
+            frames = decode()
             if i:
-                times.append(time.perf_counter() - t)
+                walls.append(time.perf_counter() - t)
+                cpus.append(time.process_time() - c)
         same = len(frames) == len(reference) and all(
             a.time_s == b.time_s and np.array_equal(a.rgb, b.rgb)
             for a, b in zip(frames, reference, strict=True))
-        row = {"segments_asked": n, "segments": len(plan(keys, info.duration_s, n)),
-               "median_s": round(statistics.median(times), 4), "min_s": round(min(times), 4),
-               "same_frames": same}
+        row = {"decode": name, "segments": len(plan(keys, info.duration_s, n)),
+               "median_s": round(statistics.median(walls), 4), "min_s": round(min(walls), 4),
+               "cpu_median_s": round(statistics.median(cpus), 4), "same_frames": same}
         print(row, flush=True)
         out["rows"].append(row)
     if args.out:

@@ -29,8 +29,10 @@ SAMPLE = ROOT / "samples" / "sample.mp4"
 def test_the_torch_pipeline_reads_and_hears_the_sample(
     tmp_path: Path, cache_dir: Path, truth: dict[str, Any]
 ) -> None:
+    # four segments decoded at once hand their frames over as they come, out of order;
+    # two frames OCR'd at once
     settings = Settings.from_env(db=str(tmp_path / "db.sqlite"), cache_dir=str(cache_dir),
-                                 device="cpu")
+                                 device="cpu", decode_segments=4, gpu_ocr_readers=2)
     models = Models(settings, torch_device="cpu")
     try:
         report = Analyzer(settings, Store(settings.database_url), models).analyze(

@@ -103,12 +103,12 @@ class ClassifyJob:
 
     def __init__(self, classifier: GpuClassifier) -> None:
         self.classifier = classifier
-        self.times: list[float] = []
+        self.frames: list[tuple[int, float]] = []  # index, time: in the order added
         self._chunk: list[np.ndarray] = []
         self._futures: list[Future[np.ndarray]] = []
 
     def add(self, frame: Frame) -> None:
-        self.times.append(frame.time_s)
+        self.frames.append((frame.index, frame.time_s))
         self._chunk.append(frame.rgb)
         if len(self._chunk) >= CHUNK:
             self._flush()
@@ -122,8 +122,10 @@ class ClassifyJob:
         self._flush()
         rows = [f.result() for f in self._futures]
         out = np.concatenate(rows) if rows else np.zeros((0, N_CLASSES + 1280), np.float32)
+        order = np.argsort([index for index, _ in self.frames], kind="stable")
+        out = out[order]
         return ClassifyOutput(
-            times_s=np.array(self.times, dtype=np.float64),
+            times_s=np.array([self.frames[i][1] for i in order], dtype=np.float64),
             probs=softmax(out[:, :N_CLASSES]),
             features=np.ascontiguousarray(out[:, N_CLASSES:]),
         )

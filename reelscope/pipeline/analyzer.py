@@ -9,7 +9,6 @@ one transaction, at the very end.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -46,7 +45,7 @@ from reelscope.tasks.ocr import (
 )
 from reelscope.video.decode import Frame, decode_audio
 from reelscope.video.media import Limits, MediaInfo, check_file, probe
-from reelscope.video.segments import sample_frames_parallel
+from reelscope.video.segments import decode_frames
 
 ProgressFn = Callable[[str], None]
 T = TypeVar("T")
@@ -100,15 +99,19 @@ class Analyzer:
         ``on_frames`` receives the sampled frames once they are decoded;
         ``filename`` is the name reported (default: the file's own).
         """
-        with _IN_FLIGHT.entered() as alone:
-            return self._analyze(path, force, on_frames, filename, self._parallelism(alone))
+        with _IN_FLIGHT.entered() as in_flight:
+            return self._analyze(path, force, on_frames, filename,
+                                 self._parallelism(in_flight))
 
-    def _parallelism(self, alone: bool) -> _Parallelism:
-        """Decoder segments and OCR readers for one video. Splitting a video's work pays
-        when it is the only one in this process; with several, they fill the cores."""
-        cores = os.cpu_count() or 1
+    def _parallelism(self, in_flight: int) -> _Parallelism:
+        """Decoder segments and threads and OCR readers for one of ``in_flight`` videos.
+        Splitting a video's work pays when it is the only one in this process; with
+        several, they share the cores (``--threads``)."""
+        cores = self.settings.cpu_threads
+        alone = in_flight == 1
         return _Parallelism(
             decode_segments=self.settings.decode_segments or (min(8, cores) if alone else 1),
+            decode_threads=0 if alone else max(1, cores // in_flight),
             ocr_readers=self.settings.gpu_ocr_readers or (4 if alone else 1),
         )
 
@@ -140,7 +143,7 @@ class Analyzer:
             hash_lane = FrameLane(lanes, frame_hashes) if streamed else None
             consumers += [lane.add for lane in (text_lane, hash_lane) if lane is not None]
             try:
-                frames = self._decode_frames(info, timings, parallel.decode_segments, consumers)
+                frames = self._decode_frames(info, timings, parallel, consumers)
             finally:
                 for lane in (text_lane, hash_lane):
                     if lane is not None:
@@ -204,9 +207,8 @@ class Analyzer:
         sha = sha256_file(path)
         info = probe(path, self.limits)
         timings: dict[str, float] = {}
-        with _IN_FLIGHT.entered() as alone:
-            frames = self._decode_frames(info, timings,
-                                         self._parallelism(alone).decode_segments)
+        with _IN_FLIGHT.entered() as in_flight:
+            frames = self._decode_frames(info, timings, self._parallelism(in_flight))
         with self._timed("fingerprint", timings):
             fp: Fingerprint = fingerprint(
                 frames, decode_audio(info), 1.0 / self.settings.sample_fps
@@ -227,15 +229,19 @@ class Analyzer:
         _ = self.models.sentiment_ready
         return transcript, items, item_s
 
-    def _decode_frames(self, info: MediaInfo, timings: dict[str, float], segments: int,
+    def _decode_frames(self, info: MediaInfo, timings: dict[str, float],
+                       parallel: _Parallelism,
                        consumers: Sequence[Callable[[Frame], None]] = ()) -> list[Frame]:
+        """The sampled frames in time order; ``consumers`` get each as it is decoded
+        (in any order when the video is decoded in segments)."""
         frames: list[Frame] = []
         with self._timed("decode", timings):
-            for frame in sample_frames_parallel(info, self.settings.sample_fps, segments):
+            for frame in decode_frames(info, self.settings.sample_fps,
+                                       parallel.decode_segments, parallel.decode_threads):
                 frames.append(frame)
                 for consume in consumers:
                     consume(frame)
-        return frames
+        return sorted(frames, key=lambda f: f.index)
 
     def _read_text(self, frames: Iterable[Frame],
                    readers: int) -> tuple[list[FrameText], EngineUse]:
@@ -269,6 +275,7 @@ class Analyzer:
 @dataclass(frozen=True)
 class _Parallelism:
     decode_segments: int
+    decode_threads: int  # per segment; 0: FFmpeg's choice
     ocr_readers: int
 
 
@@ -280,13 +287,13 @@ class _InFlight:
         self._lock = threading.Lock()
 
     @contextmanager
-    def entered(self) -> Iterator[bool]:
-        """Count one more while inside; yields whether it is the only one."""
+    def entered(self) -> Iterator[int]:
+        """Count one more while inside; yields the count, this one included."""
         with self._lock:
             self._count += 1
-            alone = self._count == 1
+            count = self._count
         try:
-            yield alone
+            yield count
         finally:
             with self._lock:
                 self._count -= 1

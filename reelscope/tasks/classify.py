@@ -167,7 +167,7 @@ class FrameCollector:
         self.frames.append(frame)
 
     def result(self) -> ClassifyOutput:
-        return self.classifier.run(self.frames)
+        return self.classifier.run(sorted(self.frames, key=lambda f: f.index))
 
 
 def video_labels(out: ClassifyOutput, step_s: float) -> tuple[Label, ...]:

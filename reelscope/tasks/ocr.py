@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Executor, Future
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +47,7 @@ class FrameText:
 
 
 class ChangeDetector:
-    """Says whether a frame differs from the previous one in any region.
+    """Says whether a frame differs from another in any region.
 
     Frames are shrunk to grey thumbnails and cut into a grid; a frame counts
     as changed when the mean absolute difference of any cell exceeds the
@@ -58,17 +58,16 @@ class ChangeDetector:
     def __init__(self, threshold: float, grid: tuple[int, int] = (16, 9)) -> None:
         self.threshold = threshold
         self.grid = grid
-        self._last: np.ndarray | None = None
 
-    def changed(self, rgb: np.ndarray) -> bool:
+    def thumbnail(self, rgb: np.ndarray) -> np.ndarray:
         rows, cols = self.grid
         grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
         thumb = cv2.resize(grey, (cols * 8, rows * 8), interpolation=cv2.INTER_AREA)
-        thumb = thumb.astype(np.float32)
-        last, self._last = self._last, thumb
-        if last is None:
-            return True
-        diff = np.abs(thumb - last).reshape(rows, 8, cols, 8).mean(axis=(1, 3))
+        return thumb.astype(np.float32)
+
+    def differ(self, thumb: np.ndarray, other: np.ndarray) -> bool:
+        rows, cols = self.grid
+        diff = np.abs(thumb - other).reshape(rows, 8, cols, 8).mean(axis=(1, 3))
         return bool(diff.max() > self.threshold)
 
 
@@ -197,13 +196,9 @@ def read_frames(
     A frame is read again at least every ``refresh_s`` seconds, so slow changes
     that never cross the threshold between two frames are still caught.
     """
-    out: list[FrameText] = []
-    for frame, read in _plan(frames, change_threshold, refresh_s):
-        if read:
-            out.append(FrameText(frame.time_s, reader.read(frame.rgb), reused=False))
-        else:
-            out.append(FrameText(frame.time_s, out[-1].lines, reused=True))
-    return out
+    planned = [(frame, reader.read(frame.rgb) if needed else None)
+               for frame, needed in _plan(frames, change_threshold, refresh_s)]
+    return _in_order(planned)
 
 
 def read_frames_concurrently(
@@ -212,30 +207,39 @@ def read_frames_concurrently(
 ) -> list[FrameText]:
     """:func:`read_frames`, with the frames to read handed to ``pool`` as they arrive
     (``read`` must be safe to call from several threads at once)."""
-    plan: list[tuple[float, Future[tuple[TextLine, ...]] | None]] = [
-        (frame.time_s, pool.submit(read, frame.rgb) if needed else None)
-        for frame, needed in _plan(frames, change_threshold, refresh_s)
-    ]
+    planned = [(frame, pool.submit(read, frame.rgb) if needed else None)
+               for frame, needed in _plan(frames, change_threshold, refresh_s)]
+    return _in_order([(frame, None if pending is None else pending.result())
+                      for frame, pending in planned])
+
+
+def _in_order(planned: list[tuple[Frame, tuple[TextLine, ...] | None]]) -> list[FrameText]:
+    """The frames' texts in time order; a frame not read has its predecessor's."""
     out: list[FrameText] = []
-    for time_s, pending in plan:
-        if pending is not None:
-            out.append(FrameText(time_s, pending.result(), reused=False))
+    for frame, lines in sorted(planned, key=lambda item: item[0].index):
+        if lines is None:
+            out.append(FrameText(frame.time_s, out[-1].lines, reused=True))
         else:
-            out.append(FrameText(time_s, out[-1].lines, reused=True))
+            out.append(FrameText(frame.time_s, lines, reused=False))
     return out
 
 
 def _plan(frames: Iterable[Frame], change_threshold: float,
           refresh_s: float) -> Iterator[tuple[Frame, bool]]:
-    """Each frame, and whether it must be read (it changed, or it is time to refresh)."""
+    """Each frame, and whether it must be read: it differs from the frame before it, or
+    it is time to refresh. Frames may come out of order (segments of a video decoded at
+    once): a frame whose predecessor has not come yet is read."""
     detector = ChangeDetector(change_threshold)
-    last_read: float | None = None
+    seen: dict[int, tuple[np.ndarray, float]] = {}  # index -> thumbnail, time last read
     for frame in frames:
-        changed = detector.changed(frame.rgb)
-        if last_read is not None and not changed and frame.time_s - last_read < refresh_s - 1e-6:
+        thumb = detector.thumbnail(frame.rgb)
+        before = seen.pop(frame.index - 1, None)  # its only successor is this frame
+        if before is not None and not detector.differ(thumb, before[0]) \
+                and frame.time_s - before[1] < refresh_s - 1e-6:
+            seen[frame.index] = (thumb, before[1])
             yield frame, False
             continue
-        last_read = frame.time_s
+        seen[frame.index] = (thumb, frame.time_s)
         yield frame, True
 
 

@@ -3,10 +3,11 @@
 A GOP (the frames from one keyframe to the next) decodes without the frames before it,
 so the video is cut at keyframes into ``workers`` runs of about equal length and each
 run is decoded by its own demuxer and decoder, in a thread (FFmpeg decodes outside
-Python's lock). The frames chosen are the ones :func:`decode.sample_frames` chooses (the
-first frame at or after each multiple of the sampling step) and they are yielded in
-order, each run's as soon as it is decoded. Useful where there are many cores: one
-decoder's own frame threads scale poorly on one 1080p stream.
+Python's lock). The frames kept are chosen beforehand from the packets' timestamps
+(:func:`decode.index_video`: the ones :func:`decode.sample_frames` keeps) and are handed
+over as soon as any run decodes one, so the work on them starts while the video still
+decodes. Useful where there are many cores: one decoder's own frame threads scale
+poorly on one 1080p stream.
 """
 
 from __future__ import annotations
@@ -19,37 +20,27 @@ from dataclasses import dataclass
 from queue import SimpleQueue
 
 import av
-import numpy as np
 
 from reelscope.errors import CorruptMediaError
-from reelscope.video.decode import Frame, Sampler, check_ends, frame_size, sample_frames
+from reelscope.video.decode import (
+    Frame,
+    VideoIndex,
+    check_ends,
+    decode_wanted,
+    frame_size,
+    index_video,
+    sample_frames,
+)
 from reelscope.video.media import MediaInfo
 
-_EPS = 1e-6
 MIN_SEGMENT_S = 1.0  # shorter runs are merged: opening a decoder has a cost
 
 
 @dataclass(frozen=True)
 class Segment:
     start_pts: int | None  # keyframe to seek to; None: the start of the file
-    start_s: float  # frames before this time belong to the previous segment
-    end_s: float  # the targets this segment serves are < end_s
-
-
-def keyframes(info: MediaInfo) -> list[tuple[int, float]]:
-    """(pts, seconds) of every keyframe of the video stream, read without decoding."""
-    found: list[tuple[int, float]] = []
-    try:
-        with av.open(str(info.path)) as container:
-            stream = container.streams.video[0]
-            base = stream.time_base
-            for packet in container.demux(stream):
-                if packet.is_keyframe and packet.pts is not None and base is not None:
-                    found.append((int(packet.pts), float(packet.pts * base)))
-    except av.FFmpegError as exc:
-        raise CorruptMediaError(f"{info.path}: the video cannot be read; damaged file ({exc})"
-                                ) from exc
-    return sorted(found)
+    start_s: float  # the frames this segment hands over are in [start_s, end_s)
+    end_s: float
 
 
 def plan(keys: list[tuple[int, float]], duration_s: float, workers: int) -> list[Segment]:
@@ -74,13 +65,13 @@ class _Stopped(Exception):
     pass
 
 
-def _decode(info: MediaInfo, segment: Segment, step: float, size: tuple[int, int],
+def _decode(info: MediaInfo, index: VideoIndex, segment: Segment, size: tuple[int, int],
             threads: int, out: SimpleQueue[object], stop: threading.Event) -> float:
-    """Put (time, rgb) for each target of ``segment`` into ``out``; return the time of
-    the last frame decoded."""
+    """Put a :class:`Frame` into ``out`` for each chosen frame of ``segment``; return the
+    time of the last frame decoded."""
     width, height = size
-    sampler = Sampler(step, segment.start_s, segment.end_s)
-    decoded = 0
+    left = {pts for pts in index.chosen if segment.start_s <= index.times[pts] < segment.end_s}
+    last_t, decoded = -1.0, 0
     with av.open(str(info.path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -88,72 +79,75 @@ def _decode(info: MediaInfo, segment: Segment, step: float, size: tuple[int, int
         if segment.start_pts is not None:
             container.seek(segment.start_pts, stream=stream, backward=True, any_frame=False)
         try:
-            for frame in container.decode(stream):
+            for frame in decode_wanted(container, stream, left):
                 if stop.is_set():
                     raise _Stopped
                 decoded += 1
-                if sampler.done:
+                if frame.time is not None:
+                    last_t = max(last_t, frame.time)
+                if frame.pts in left:
+                    left.discard(frame.pts)
+                    out.put(Frame(index=index.chosen[frame.pts], time_s=float(frame.time),
+                                  rgb=frame.to_ndarray(format="rgb24", width=width,
+                                                       height=height)))
+                if not left or last_t >= segment.end_s:
                     break
-                t = sampler.offer(frame.time)
-                if t is not None:
-                    out.put((t, frame.to_ndarray(format="rgb24", width=width, height=height)))
         except av.FFmpegError:
             # Damage after good frames (typically a file cut inside its last packet) ends
             # the segment, as a decoder with frame threads would quietly do; whether
             # the video ends too early is judged after all segments (``check_ends``).
             if decoded == 0:
                 raise
-    return sampler.last_t
+    return last_t
 
 
-def sample_frames_parallel(info: MediaInfo, fps: float, workers: int) -> Iterator[Frame]:
-    """:func:`decode.sample_frames` with the video cut into up to ``workers`` segments
-    decoded at once; the same frames, in the same order."""
-    segments = plan(keyframes(info), info.duration_s, workers) if workers > 1 else []
-    if len(segments) < 2:
-        yield from sample_frames(info, fps)
-        return
+def decode_frames(info: MediaInfo, fps: float, workers: int, threads: int = 0
+                  ) -> Iterator[Frame]:
+    """The frames :func:`decode.sample_frames` gives, decoded by up to ``workers``
+    segments at once and yielded as they are decoded: each segment's in order, the
+    segments' interleaved (``Frame.index`` is the frame's place among all of them).
+
+    ``threads``: decoder threads per segment (0: about two per worker; with one segment,
+    one per core)."""
     step = 1.0 / fps
+    found = index_video(info, step) if workers > 1 else None
+    segments = plan(found.keyframes, info.duration_s, workers) if found is not None else []
+    if found is None or len(segments) < 2:
+        yield from sample_frames(info, fps, threads=threads)
+        return
     size = frame_size(info)
-    threads = max(1, (workers * 2) // len(segments))
-    queues: list[SimpleQueue[object]] = [SimpleQueue() for _ in segments]
+    per_segment = threads or max(1, (workers * 2) // len(segments))
+    queue: SimpleQueue[object] = SimpleQueue()
     stop = threading.Event()
     done = object()
 
-    def run(i: int) -> None:
+    def run(segment: Segment) -> None:
         try:
-            last = _decode(info, segments[i], step, size, threads, queues[i], stop)
-            queues[i].put((done, last))
-        except BaseException as exc:  # reaches the consumer, in order
-            queues[i].put(exc)
+            queue.put((done, _decode(info, found, segment, size, per_segment, queue, stop)))
+        except BaseException as exc:  # reaches the consumer
+            queue.put(exc)
 
-    index, prev_t, last_t = 0, -math.inf, -math.inf
+    count, last_t, running = 0, -math.inf, len(segments)
     with ThreadPoolExecutor(len(segments), thread_name_prefix="decode") as pool:
-        for i in range(len(segments)):
-            pool.submit(run, i)
+        for segment in segments:
+            pool.submit(run, segment)
         try:
-            for q in queues:
-                while True:
-                    item = q.get()
-                    if isinstance(item, _Stopped):
-                        return
-                    if isinstance(item, av.FFmpegError):
-                        raise CorruptMediaError(
-                            f"{info.path}: video cannot be decoded; damaged file ({item})"
-                        ) from item
-                    if isinstance(item, BaseException):
-                        raise item
-                    assert isinstance(item, tuple)
-                    if item[0] is done:
-                        last_t = max(last_t, item[1])
-                        break
-                    t, rgb = item
-                    if t <= prev_t + _EPS:
-                        continue  # the frame a segment's last target took is the next's first
-                    prev_t = t
-                    assert isinstance(rgb, np.ndarray)
-                    yield Frame(index=index, time_s=t, rgb=rgb)
-                    index += 1
+            while running:
+                item = queue.get()
+                if isinstance(item, Frame):
+                    count += 1
+                    yield item
+                elif isinstance(item, tuple):
+                    running -= 1
+                    last_t = max(last_t, item[1])
+                elif isinstance(item, _Stopped):
+                    return
+                elif isinstance(item, av.FFmpegError):
+                    raise CorruptMediaError(
+                        f"{info.path}: video cannot be decoded; damaged file ({item})"
+                    ) from item
+                elif isinstance(item, BaseException):
+                    raise item
         finally:
             stop.set()
-    check_ends(info, index, last_t)
+    check_ends(info, count, last_t)
