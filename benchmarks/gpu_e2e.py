@@ -27,6 +27,7 @@ new video to the store), with NVML sampling GPU utilization meanwhile.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -94,8 +95,16 @@ def remux_copies(clip: Path, n: int, folder: Path) -> list[Path]:
     return paths
 
 
+def cpu_jiffies() -> tuple[int, int]:
+    """(busy, all) CPU time of the whole machine so far, in clock ticks (Linux)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
 class GpuSampler:
-    """GPU utilization and memory through NVML, every ``period_s``, while running."""
+    """GPU utilization and memory through NVML, every ``period_s``, while running; the
+    whole machine's CPU use over the same time."""
 
     def __init__(self, index: int, period_s: float = 0.02) -> None:
         self.period_s = period_s
@@ -114,6 +123,8 @@ class GpuSampler:
             self._nvml = None
 
     def __enter__(self) -> GpuSampler:
+        self._cpu = cpu_jiffies()
+        self._wall = time.perf_counter()
         if self._nvml is not None:
             self._thread = threading.Thread(target=self._loop, daemon=True)
             self._thread.start()
@@ -127,14 +138,19 @@ class GpuSampler:
             self.mem_mb.append(mem.used / 2**20)
 
     def __exit__(self, *exc: object) -> None:
+        busy, total = cpu_jiffies()
+        wall = time.perf_counter() - self._wall
+        busy_share = (busy - self._cpu[0]) / max(1, total - self._cpu[1])
+        self.cpu = {"cpu_busy_pct": round(100 * busy_share, 1),
+                    "cpu_busy_core_s": round(busy_share * wall * (os.cpu_count() or 1), 2)}
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
 
     def result(self) -> dict[str, Any]:
         if not self.util:
-            return {}
-        return {"gpu_util_mean_pct": round(statistics.mean(self.util), 1),
+            return dict(self.cpu)
+        return {**self.cpu, "gpu_util_mean_pct": round(statistics.mean(self.util), 1),
                 "gpu_util_p90_pct": sorted(self.util)[int(0.9 * (len(self.util) - 1))],
                 "gpu_mem_max_mb": round(max(self.mem_mb)), "samples": len(self.util)}
 
@@ -194,20 +210,18 @@ def analyze_all(analyzer: Analyzer, clips: list[Path], in_flight: int) -> list[s
 
 def throughput(analyzer: Analyzer, clips: list[Path], in_flight: int,
                device_index: int) -> dict[str, Any]:
-    try:
-        import psutil
-    except ImportError:
-        psutil = None
-    if psutil is not None:
-        psutil.cpu_percent()
     with GpuSampler(device_index) as sampler:
         start = time.perf_counter()
         errors = analyze_all(analyzer, clips, in_flight)
         wall = time.perf_counter() - start
     return {"in_flight": in_flight, "clips": len(clips), "wall_s": round(wall, 3),
             "clips_per_s": round(len(clips) / wall, 2), "errors": errors[:5],
-            "error_count": len(errors), "cpu_util_pct": psutil.cpu_percent() if psutil else None,
-            **sampler.result()}
+            "error_count": len(errors), **per_clip(sampler.result(), len(clips))}
+
+
+def per_clip(sampled: dict[str, Any], clips: int) -> dict[str, Any]:
+    """The sampler's figures, and the machine's busy CPU seconds per clip."""
+    return {**sampled, "cpu_core_s_per_clip": round(sampled["cpu_busy_core_s"] / clips, 2)}
 
 
 def _process_worker(settings: Settings, torch_device: str | None, paths: list[Path],
@@ -229,10 +243,16 @@ def _process_worker(settings: Settings, torch_device: str | None, paths: list[Pa
 
 
 def throughput_processes(settings: Settings, torch_device: str | None, clips: list[Path],
-                         processes: int, threads: int) -> dict[str, Any]:
+                         processes: int, threads: int, cpu_threads: int) -> dict[str, Any]:
     """``processes`` analysis processes on the one GPU, ``threads`` clips in flight each
-    (each process batches its own videos' frames; Python's lock is per process)."""
+    (each process batches its own videos' frames; Python's lock is per process), each
+    process keeping to ``cpu_threads`` CPU threads (``--threads``; -1: no limit, each
+    library's default of one per core; 0: its share of the cores)."""
     import multiprocessing
+
+    if cpu_threads == 0:
+        cpu_threads = max(1, (os.cpu_count() or 1) // processes)
+    settings = replace(settings, threads=max(0, cpu_threads))
 
     ctx = multiprocessing.get_context("spawn")
     ready, results, start = ctx.Queue(), ctx.Queue(), ctx.Event()
@@ -253,12 +273,14 @@ def throughput_processes(settings: Settings, torch_device: str | None, clips: li
     for proc in procs:
         proc.join(timeout=60)
     total = sum(d["clips"] for d in done)
-    return {"processes": processes, "threads_per_process": threads, "clips": total,
+    return {"processes": processes, "threads_per_process": threads,
+            "cpu_threads_per_process": cpu_threads, "clips": total,
             "startup_s": round(startup, 1), "wall_s": round(wall, 3),
             "clips_per_s": round(total / wall, 2),
             "error_count": sum(d["error_count"] for d in done),
             "errors": [e for d in done for e in d["errors"]][:5],
-            "batchers_of_first_process": done[0]["batchers"], **sampler.result()}
+            "batchers_of_first_process": done[0]["batchers"],
+            **per_clip(sampler.result(), total)}
 
 
 def check(name: str, got: dict[str, Any], want: dict[str, Any]) -> dict[str, Any]:
@@ -334,9 +356,9 @@ def run(args: argparse.Namespace) -> None:
     del analyzer, models
     torch.cuda.empty_cache()
     out["throughput_processes"] = []
-    for procs in args.processes:
+    for procs, cpu_threads in itertools.product(args.processes, args.process_cpu_threads):
         result = throughput_processes(base, torch_device, copies, procs,
-                                      args.threads_per_process)
+                                      args.threads_per_process, cpu_threads)
         print("throughput, processes", result)
         out["throughput_processes"].append(result)
         dump()
@@ -394,6 +416,9 @@ def main() -> None:
     r.add_argument("--processes", type=int, nargs="*", default=[4, 8],
                    help="analysis processes of the multi-process throughput runs")
     r.add_argument("--threads-per-process", type=int, default=4)
+    r.add_argument("--process-cpu-threads", type=int, nargs="+", default=[0],
+                   help="CPU threads of each process (--threads): 0 = cores / processes, "
+                        "-1 = no limit; one run per value")
     r.add_argument("--naive-runs", type=int, default=5)
     r.add_argument("--naive-clips", type=int, default=8)
     r.add_argument("--max-batch", type=int, default=64)

@@ -48,7 +48,8 @@ class Settings:
     max_duration_s: float = field(default=180.0, metadata=_help("longest video accepted, seconds"))
     max_side_px: int = field(default=4096, metadata=_help("largest frame side accepted, pixels"))
     max_file_mb: float = field(default=512.0, metadata=_help("largest file accepted, MB"))
-    threads: int = field(default=0, metadata=_help("CPU threads for models; 0 = all cores"))
+    threads: int = field(default=0, metadata=_help(
+        "CPU threads for models and decoding; 0 = all cores"))
     decode_segments: int = field(default=0, metadata=_help(
         "a video is cut at keyframes into up to this many parts decoded at once; "
         "0 = one per core up to 8 when it is the only video being analyzed, else 1"))

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from functools import cached_property
 
+import cv2
 import numpy as np
 import torch
 
@@ -47,6 +48,9 @@ class GpuModels:
             torch.cuda.set_device(self.device)
             set_memory_budget(device, settings.gpu_memory_fraction)
         self._readers: queue.SimpleQueue[OcrReader] = queue.SimpleQueue()
+        if settings.threads:  # several processes share the cores: each keeps to its share
+            torch.set_num_threads(settings.threads)
+            cv2.setNumThreads(settings.threads)
 
     @cached_property
     def classifier(self) -> GpuClassifier:
