@@ -20,7 +20,7 @@ import torch
 
 from reelscope.config import Settings
 from reelscope.gpu.classify import GpuClassifier
-from reelscope.gpu.device import set_memory_budget, stream_context
+from reelscope.gpu.device import quiet_cpu_pools, set_memory_budget, stream_context
 from reelscope.gpu.embed import TorchTextEncoder
 from reelscope.gpu.ocr import REC_WIDTH_BUCKET, TorchModel
 from reelscope.gpu.speech import SpeechProcesses
@@ -48,8 +48,11 @@ class GpuModels:
             torch.cuda.set_device(self.device)
             set_memory_budget(device, settings.gpu_memory_fraction)
         self._readers: queue.SimpleQueue[OcrReader] = queue.SimpleQueue()
-        if settings.threads:  # several processes share the cores: each keeps to its share
+        if cuda:
+            quiet_cpu_pools()
+        elif settings.threads:
             torch.set_num_threads(settings.threads)
+        if settings.threads:  # several processes share the cores: each keeps to its share
             cv2.setNumThreads(settings.threads)
 
     @cached_property

@@ -30,7 +30,10 @@ def _load(model_dir: str, device: str, precision: str) -> None:
     from reelscope.tasks.asr_torch import TorchSpeechRecognizer
 
     if device.startswith("cuda"):
+        from reelscope.gpu.device import quiet_cpu_pools
+
         torch.cuda.set_device(torch.device(device))
+        quiet_cpu_pools()
     _recognizer = TorchSpeechRecognizer(Path(model_dir), device=device, dtype=precision)
 
 
