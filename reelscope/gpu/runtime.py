@@ -62,10 +62,12 @@ class GpuModels:
     @cached_property
     def ocr_models(self) -> tuple[TorchModel, TorchModel]:
         size = self.settings.ocr_model
+        graphs = self.settings.gpu_cuda_graphs
         det = TorchModel(model(f"ocr_det_{size}").paths()[0], self.device, self.dtype,
-                         self.options, "ocr_det", self.context)
+                         self.options, "ocr_det", self.context, cuda_graphs=graphs)
         rec = TorchModel(model(f"ocr_rec_{size}").paths()[0], self.device, self.dtype,
-                         self.options, "ocr_rec", self.context, width_bucket=REC_WIDTH_BUCKET)
+                         self.options, "ocr_rec", self.context, width_bucket=REC_WIDTH_BUCKET,
+                         cuda_graphs=graphs)
         return det, rec
 
     @contextmanager

@@ -123,10 +123,11 @@ class OcrReader:
                     if isinstance(runner, GuardedRunner):
                         part.session.session = GuardedSession(runner, part.session.session)
             if torch_models is not None:
-                from reelscope.gpu.ocr import TorchSession
+                from reelscope.gpu.ocr import TorchSession, raw_detector_input
 
                 for part, torch_model in zip(parts, torch_models, strict=True):
                     part.session.session = TorchSession(torch_model, part.session.session)
+                raw_detector_input(self._engine.text_det, torch_models[0])
         except Exception as exc:  # rapidocr raises plain exceptions on bad models
             raise ModelError(f"cannot load the OCR models: {exc}") from exc
         logging.getLogger("RapidOCR").setLevel(logging.ERROR)
