@@ -46,6 +46,11 @@ class GraphedModule:
         self._pool: Any = None
         self.replays = 0
 
+    def stats(self) -> dict[str, int]:
+        """Graphs captured, shapes whose capture failed, replays so far."""
+        return {"graphs": len(self._graphs), "failed": len(self._failed),
+                "replays": self.replays}
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         key = tuple(x.shape)
         graph = self._graphs.get(key)
