@@ -28,7 +28,6 @@ sys.path.insert(0, str(ROOT))
 import psutil  # noqa: E402
 
 from reelscope.config import Settings  # noqa: E402
-from reelscope.gpu.graphs import GraphedModule  # noqa: E402
 from reelscope.pipeline.analyzer import Analyzer  # noqa: E402
 from reelscope.pipeline.models import Models  # noqa: E402
 from reelscope.store.store import Store  # noqa: E402
@@ -107,9 +106,6 @@ def main() -> None:
     for name, fn in parts.items():
         out["parts"][name] = measure(fn, args.runs)
         print(name, out["parts"][name], flush=True)
-    out["cuda_graphs"] = {m.name: m.forward.stats() for m in models.gpu.ocr_models
-                          if isinstance(m.forward, GraphedModule)}
-    print("CUDA graphs", out["cuda_graphs"])
     models.close()
     if args.out:
         args.out.write_text(json.dumps(out, indent=1))

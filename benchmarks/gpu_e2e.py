@@ -47,7 +47,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from reelscope.config import Settings  # noqa: E402
-from reelscope.gpu.graphs import GraphedModule  # noqa: E402
 from reelscope.pipeline.analyzer import Analyzer  # noqa: E402
 from reelscope.pipeline.models import Models  # noqa: E402
 from reelscope.report import Report  # noqa: E402
@@ -166,10 +165,6 @@ def batcher_stats(models: Models) -> dict[str, dict[str, float]]:
         out[name] = {"batches": b.stats.batches, "items": b.stats.items,
                      "mean_batch": round(b.stats.mean_batch, 2),
                      "max_batch": max(b.stats.sizes, default=0), "oom_splits": b.stats.oom_splits}
-    if "ocr_models" in gpu.__dict__:
-        for m in gpu.ocr_models:
-            if isinstance(m.forward, GraphedModule):
-                out[m.name]["cuda_graphs"] = m.forward.stats()
     return out
 
 

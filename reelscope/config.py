@@ -108,11 +108,6 @@ class Settings:
                        "post-processing in parallel threads, their model calls batched); "
                        "0 = 4 when it is the only video being analyzed, else 1"),
     )
-    gpu_cuda_graphs: bool = field(
-        default=True,
-        metadata=_help("on a GPU: replay the OCR models as CUDA graphs, one per input "
-                       "shape (a shape seen twice), instead of launching each operation"),
-    )
     gpu_memory_fraction: float = field(
         default=0.9,
         metadata=_help("on a GPU: the share of its memory this process may use; a batch "

@@ -32,7 +32,6 @@ ANALYSIS_FIELDS = (
     "gpu_max_wait_ms",
     "gpu_speech_processes",
     "gpu_ocr_readers",
-    "gpu_cuda_graphs",
     "gpu_memory_fraction",
     "similar_k",
     "copyright_min_score",

@@ -10,7 +10,7 @@ same way, with zeros after normalization).
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,6 @@ import torch
 from reelscope.engine.onnx_torch import convert
 from reelscope.errors import EngineError, ModelError
 from reelscope.gpu.device import to_device
-from reelscope.gpu.graphs import GraphedModule
 from reelscope.pipeline.batcher import BatcherOptions, Context, DynamicBatcher
 
 REC_WIDTH_BUCKET = 64  # text-line widths are padded up to a multiple of this
@@ -42,17 +41,13 @@ class TorchModel:
 
     def __init__(self, onnx_path: Path, device: torch.device, dtype: torch.dtype,
                  options: BatcherOptions, name: str, context: Context | None = None,
-                 width_bucket: int = 0, cuda_graphs: bool = False) -> None:
-        """``cuda_graphs``: on a CUDA device, calls replay CUDA graphs (one per input
-        shape) instead of launching every operation from Python."""
+                 width_bucket: int = 0) -> None:
         self.device = device
         self.dtype = dtype
         self.name = name
         self.width_bucket = width_bucket
         self.net = torch_module(onnx_path).to(device=device, dtype=dtype)
         self._mean_std: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.forward: Callable[[torch.Tensor], torch.Tensor] = (
-            GraphedModule(self.net) if cuda_graphs and device.type == "cuda" else self.net)
         self.batcher = DynamicBatcher(self._run, options, name=name,
                                       context=context)
 
@@ -72,7 +67,7 @@ class TorchModel:
                 raise EngineError(f"{self.name}: uint8 input but no normalization set")
             mean, std = self._mean_std
             batch = (batch.float() * (1 / 255) - mean) / std
-        out = self.forward(batch.to(self.dtype))
+        out = self.net(batch.to(self.dtype))
         return out.float().cpu().numpy()
 
     def infer(self, x: np.ndarray) -> np.ndarray:

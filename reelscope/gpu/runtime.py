@@ -62,12 +62,10 @@ class GpuModels:
     @cached_property
     def ocr_models(self) -> tuple[TorchModel, TorchModel]:
         size = self.settings.ocr_model
-        graphs = self.settings.gpu_cuda_graphs
         det = TorchModel(model(f"ocr_det_{size}").paths()[0], self.device, self.dtype,
-                         self.options, "ocr_det", self.context, cuda_graphs=graphs)
+                         self.options, "ocr_det", self.context)
         rec = TorchModel(model(f"ocr_rec_{size}").paths()[0], self.device, self.dtype,
-                         self.options, "ocr_rec", self.context, width_bucket=REC_WIDTH_BUCKET,
-                         cuda_graphs=graphs)
+                         self.options, "ocr_rec", self.context, width_bucket=REC_WIDTH_BUCKET)
         return det, rec
 
     @contextmanager
