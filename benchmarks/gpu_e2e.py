@@ -355,6 +355,25 @@ def run(args: argparse.Namespace) -> None:
     models.close()
     del analyzer, models
     torch.cuda.empty_cache()
+    if args.ocr_processes:
+        # OCR in worker processes, each with the models and Python's lock of its own
+        spread = replace(base, gpu_ocr_processes=args.ocr_processes)
+        spread_models = Models(spread, torch_device)
+        spread_models.load_all()
+        spread_analyzer = Analyzer(spread, Store(base.database_url), spread_models)
+        if expected:
+            out["correctness_ocr_processes"] = check(
+                "clip, OCR in processes",
+                summary(spread_analyzer.analyze(args.clip, force=True).report),
+                expected["clip"])
+        out["optimized_latency_ocr_processes"] = {
+            "ocr_processes": args.ocr_processes,
+            **latency(spread_analyzer, args.clip, args.latency_runs)}
+        print("OCR in processes", out["optimized_latency_ocr_processes"])
+        dump()
+        spread_models.close()
+        del spread_analyzer, spread_models
+        torch.cuda.empty_cache()
     out["throughput_processes"] = []
     for procs, cpu_threads in itertools.product(args.processes, args.process_cpu_threads):
         result = throughput_processes(base, torch_device, copies, procs,
@@ -410,6 +429,8 @@ def main() -> None:
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--device", default="cuda")
     r.add_argument("--latency-runs", type=int, default=10)
+    r.add_argument("--ocr-processes", type=int, default=0,
+                   help="also measure the latency with OCR in this many worker processes")
     r.add_argument("--clips", type=int, default=64, help="distinct clips per throughput run")
     r.add_argument("--in-flight", type=int, nargs="*", default=[8],
                    help="clips in flight in this one process")

@@ -108,6 +108,12 @@ class Settings:
                        "post-processing in parallel threads, their model calls batched); "
                        "0 = 4 when it is the only video being analyzed, else 1"),
     )
+    gpu_ocr_processes: int = field(
+        default=0,
+        metadata=_help("on a GPU: worker processes that OCR frames, each with the models "
+                       "and Python's lock of its own (for the lowest latency of one video "
+                       "at a time); 0: in the analysis process, batched across videos"),
+    )
     gpu_memory_fraction: float = field(
         default=0.9,
         metadata=_help("on a GPU: the share of its memory this process may use; a batch "
@@ -218,7 +224,7 @@ class Settings:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"setting {name} must be positive, got {getattr(self, name)}")
         for name in ("threads", "workers", "gpu_speech_processes", "decode_segments",
-                     "gpu_ocr_readers"):
+                     "gpu_ocr_readers", "gpu_ocr_processes"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"setting {name} must be 0 or more, got {getattr(self, name)}")
         if self.asr_backend not in get_args(AsrBackend):

@@ -50,6 +50,24 @@ def test_the_torch_pipeline_reads_and_hears_the_sample(
         models.close()
 
 
+def test_ocr_in_worker_processes_reads_the_sample_captions(
+    tmp_path: Path, cache_dir: Path, truth: dict[str, Any]
+) -> None:
+    """--gpu-ocr-processes 2: the frames are read by two worker processes, each with the
+    models of its own; the captions are the same."""
+    settings = Settings.from_env(db=str(tmp_path / "db.sqlite"), cache_dir=str(cache_dir),
+                                 device="cpu", decode_segments=2, gpu_ocr_processes=2)
+    models = Models(settings, torch_device="cpu")
+    try:
+        report = Analyzer(settings, Store(settings.database_url), models).analyze(
+            SAMPLE).report
+        assert [e.text for e in report.ocr] == [c["text"] for c in truth["captions"]]
+        assert report.engines["ocr"].backend == "torch"
+        assert report.engines["ocr"].model.endswith("(cpu, 2 processes)")
+    finally:
+        models.close()
+
+
 def test_device_preprocessing_equals_opencv_on_the_cpu() -> None:
     rng = np.random.default_rng(7)
     frames = rng.integers(0, 256, (3, 360, 640, 3), dtype=np.uint8)

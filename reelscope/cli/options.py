@@ -32,6 +32,7 @@ ANALYSIS_FIELDS = (
     "gpu_max_wait_ms",
     "gpu_speech_processes",
     "gpu_ocr_readers",
+    "gpu_ocr_processes",
     "gpu_memory_fraction",
     "similar_k",
     "copyright_min_score",

@@ -23,13 +23,14 @@ from reelscope.gpu.classify import GpuClassifier
 from reelscope.gpu.device import quiet_cpu_pools, set_memory_budget, stream_context
 from reelscope.gpu.embed import TorchTextEncoder
 from reelscope.gpu.ocr import REC_WIDTH_BUCKET, TorchModel
+from reelscope.gpu.ocr_processes import OcrProcesses
 from reelscope.gpu.speech import SpeechProcesses
 from reelscope.models import model
 from reelscope.pipeline.batcher import BatcherOptions
 from reelscope.report import EngineUse, Transcript
 from reelscope.tasks import asr
 from reelscope.tasks.asr_torch import TorchSpeechRecognizer
-from reelscope.tasks.ocr import OcrReader
+from reelscope.tasks.ocr import OcrReader, TextReader
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -68,10 +69,18 @@ class GpuModels:
                          self.options, "ocr_rec", self.context, width_bucket=REC_WIDTH_BUCKET)
         return det, rec
 
+    @cached_property
+    def ocr_processes(self) -> OcrProcesses:
+        return OcrProcesses(self.settings, str(self.device), self.settings.gpu_ocr_processes)
+
     @contextmanager
-    def ocr_reader(self) -> Iterator[OcrReader]:
+    def ocr_reader(self) -> Iterator[TextReader]:
         """A reader for one video at a time (rapidocr keeps per-call state), taken from
-        a pool; every reader shares the two models and their batchers."""
+        a pool; every reader shares the two models and their batchers. With
+        ``gpu_ocr_processes``, the worker processes (any number of threads at once)."""
+        if self.settings.gpu_ocr_processes:
+            yield self.ocr_processes
+            return
         try:
             reader = self._readers.get_nowait()
         except queue.Empty:
@@ -102,6 +111,8 @@ class GpuModels:
     def close(self) -> None:
         if "speech" in self.__dict__ and isinstance(self.speech, SpeechProcesses):
             self.speech.close()
+        if "ocr_processes" in self.__dict__:
+            self.ocr_processes.close()
         if "classifier" in self.__dict__:
             self.classifier.close()
         if "ocr_models" in self.__dict__:

@@ -10,14 +10,12 @@ for 15 s) and the transcript comes back.
 
 from __future__ import annotations
 
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from reelscope.errors import ModelError
+from reelscope.gpu.workers import start_pool
 from reelscope.report import EngineUse, Transcript
 
 _recognizer: Any = None  # the worker process's model
@@ -53,15 +51,8 @@ class SpeechProcesses:
     def __init__(self, model_dir: Path, device: str, precision: str, processes: int) -> None:
         self.device = device
         self.precision = precision
-        self.pool = ProcessPoolExecutor(
-            max_workers=processes, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_load, initargs=(str(model_dir), device, precision))
-        try:  # start them all now, not on the first videos
-            for future in [self.pool.submit(_ready) for _ in range(processes)]:
-                future.result()
-        except Exception as exc:
-            self.pool.shutdown(cancel_futures=True)
-            raise ModelError(f"the speech worker processes did not start: {exc}") from exc
+        self.pool = start_pool(processes, _load, (str(model_dir), device, precision), _ready,
+                               "speech")
 
     @property
     def engine(self) -> EngineUse:

@@ -112,7 +112,8 @@ class Analyzer:
         return _Parallelism(
             decode_segments=self.settings.decode_segments or (min(8, cores) if alone else 1),
             decode_threads=0 if alone else max(1, cores // in_flight),
-            ocr_readers=self.settings.gpu_ocr_readers or (4 if alone else 1),
+            ocr_readers=self.settings.gpu_ocr_readers or self.settings.gpu_ocr_processes
+            or (4 if alone else 1),
         )
 
     def _analyze(self, path: Path, force: bool, on_frames: Callable[[list[Frame]], None] | None,

@@ -23,7 +23,7 @@ from reelscope.tasks import asr, classify, embed, sentiment
 from reelscope.tasks.asr import SpeechRecognizer
 from reelscope.tasks.classify import Classifier
 from reelscope.tasks.embed import TextEncoder
-from reelscope.tasks.ocr import OcrReader
+from reelscope.tasks.ocr import OcrReader, TextReader
 
 if TYPE_CHECKING:
     from reelscope.gpu.classify import GpuClassifier
@@ -125,7 +125,7 @@ class Models:
         return guarded
 
     @contextmanager
-    def ocr_reader(self) -> Iterator[OcrReader]:
+    def ocr_reader(self) -> Iterator[TextReader]:
         """The reader for one video (on a GPU, one of a pool sharing the models)."""
         if self.on_torch:
             with self.gpu.ocr_reader() as reader:

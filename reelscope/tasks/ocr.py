@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import cv2
 import numpy as np
@@ -69,6 +69,16 @@ class ChangeDetector:
         rows, cols = self.grid
         diff = np.abs(thumb - other).reshape(rows, 8, cols, 8).mean(axis=(1, 3))
         return bool(diff.max() > self.threshold)
+
+
+class TextReader(Protocol):
+    """What reads a frame's text: :class:`OcrReader`, or worker processes holding one."""
+
+    def read(self, rgb: np.ndarray) -> tuple[TextLine, ...]: ...
+
+    def begin(self) -> None: ...
+
+    def engine_use(self) -> EngineUse: ...
 
 
 class OcrReader:
@@ -190,7 +200,7 @@ def _session(runner: Runner) -> Any:
 
 
 def read_frames(
-    reader: OcrReader, frames: Iterable[Frame], change_threshold: float, refresh_s: float
+    reader: TextReader, frames: Iterable[Frame], change_threshold: float, refresh_s: float
 ) -> list[FrameText]:
     """OCR the frames, reusing the last result for frames that did not change.
 
