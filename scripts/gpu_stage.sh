@@ -12,10 +12,10 @@
 #     LD_LIBRARY_PATH=/tmp/site/lib python benchmarks/gpu_e2e.py ...
 #
 # The machine has Python 3.12 (its python3 a venv), torch, numpy, OpenCV and ONNX Runtime,
-# no internet: the
-# wheels are downloaded here for its Python, the sdists built there. Whisper's model.bin
-# (joined from its packages, as the CPU path does) travels in 29 MB parts. libchromaprint
-# is built here from Debian's source, with KissFFT (no FFTW needed there).
+# and no internet: the wheels are downloaded here for its Python, the sdists built there.
+# Whisper's model.bin (joined from its packages, as the CPU path does) travels in 29 MB
+# parts. libchromaprint is built here from Debian's source, with KissFFT (no FFTW needed
+# there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CHUNK_MB=58
