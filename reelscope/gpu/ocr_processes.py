@@ -1,9 +1,10 @@
 """OCR on the GPU in worker processes of its own (``gpu_ocr_processes``).
 
 rapidocr's pre- and post-processing and the converted models' Python run under the
-process's interpreter lock: measured on the H100 machine, about 75 to 90 ms of it per
-frame read, so one process reads at most about a dozen frames a second however many
-threads share the work, and a clip's frames take longer to read than to decode. Worker
+process's interpreter lock: measured on the H100 machine, 70 to 100 ms of CPU per frame
+read, most of it holding the lock, so one process reads only about a dozen frames a
+second however many threads share the work, and a clip's frames took longer to read
+than to decode. Worker
 processes read frames side by side; a frame (2.8 MB for 720 x 1280) goes to one and
 its text lines come back. Each worker batches only its own calls, so this suits one
 video at a time (the lowest latency), not many videos in flight.
