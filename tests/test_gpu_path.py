@@ -5,6 +5,8 @@ on the GPU machine (benchmarks/gpu_e2e.py, BENCHMARKS.md), never here."""
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +21,7 @@ from reelscope.gpu.classify import preprocess as gpu_preprocess
 from reelscope.gpu.embed import TorchTextEncoder
 from reelscope.pipeline.analyzer import Analyzer
 from reelscope.pipeline.models import Models
+from reelscope.report import Report
 from reelscope.store.store import Store
 from reelscope.tasks.classify import preprocess as cpu_preprocess
 
@@ -26,17 +29,29 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "samples" / "sample.mp4"
 
 
+@contextmanager
+def torch_pipeline(tmp_path: Path, cache_dir: Path, **settings: Any) -> Iterator[Models]:
+    """The GPU code path's models on the CPU, closed after."""
+    models = Models(Settings.from_env(db=str(tmp_path / "db.sqlite"), cache_dir=str(cache_dir),
+                                      device="cpu", **settings), torch_device="cpu")
+    try:
+        yield models
+    finally:
+        models.close()
+
+
+def analyze(models: Models) -> Report:
+    return Analyzer(models.settings, Store(models.settings.database_url), models).analyze(
+        SAMPLE).report
+
+
 def test_the_torch_pipeline_reads_and_hears_the_sample(
     tmp_path: Path, cache_dir: Path, truth: dict[str, Any]
 ) -> None:
     # four segments decoded at once hand their frames over as they come, out of order;
     # two frames OCR'd at once
-    settings = Settings.from_env(db=str(tmp_path / "db.sqlite"), cache_dir=str(cache_dir),
-                                 device="cpu", decode_segments=4, gpu_ocr_readers=2)
-    models = Models(settings, torch_device="cpu")
-    try:
-        report = Analyzer(settings, Store(settings.database_url), models).analyze(
-            SAMPLE).report
+    with torch_pipeline(tmp_path, cache_dir, decode_segments=4, gpu_ocr_readers=2) as models:
+        report = analyze(models)
         assert [e.text for e in report.ocr] == [c["text"] for c in truth["captions"]]
         assert wer(truth["speech"], report.transcript.text) <= 0.2
         first = {lb.label for lb in report.labels if lb.start_s < 3.0}
@@ -46,8 +61,6 @@ def test_the_torch_pipeline_reads_and_hears_the_sample(
         # the frames went through the classifier's batcher as they were decoded
         stats = models.gpu.classifier.batcher.stats
         assert stats.items == 24 and stats.batches >= 1
-    finally:
-        models.close()
 
 
 def test_ocr_in_worker_processes_reads_the_sample_captions(
@@ -55,17 +68,11 @@ def test_ocr_in_worker_processes_reads_the_sample_captions(
 ) -> None:
     """--gpu-ocr-processes 2: the frames are read by two worker processes, each with the
     models of its own; the captions are the same."""
-    settings = Settings.from_env(db=str(tmp_path / "db.sqlite"), cache_dir=str(cache_dir),
-                                 device="cpu", decode_segments=2, gpu_ocr_processes=2)
-    models = Models(settings, torch_device="cpu")
-    try:
-        report = Analyzer(settings, Store(settings.database_url), models).analyze(
-            SAMPLE).report
+    with torch_pipeline(tmp_path, cache_dir, decode_segments=2, gpu_ocr_processes=2) as models:
+        report = analyze(models)
         assert [e.text for e in report.ocr] == [c["text"] for c in truth["captions"]]
         assert report.engines["ocr"].backend == "torch"
         assert report.engines["ocr"].model.endswith("(cpu, 2 processes)")
-    finally:
-        models.close()
 
 
 def test_device_preprocessing_equals_opencv_on_the_cpu() -> None:
