@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Container, Iterator
 from dataclasses import dataclass
 
@@ -52,35 +51,24 @@ def frame_size(info: MediaInfo) -> tuple[int, int]:
 
 
 class Sampler:
-    """Which decoded frames are kept: the first frame at or after each multiple of
-    ``step`` seconds, within [start_s, end_s) (a segment of the video; all of it by
-    default). Frames must be offered in presentation order."""
+    """Which frames are kept: the first frame at or after each multiple of ``step``
+    seconds. Frames must be offered in presentation order."""
 
-    def __init__(self, step: float, start_s: float = -math.inf,
-                 end_s: float = math.inf) -> None:
+    def __init__(self, step: float) -> None:
         self.step = step
-        self.start_s = start_s
-        self.end_s = end_s
-        self.next_t = 0.0 if start_s == -math.inf else math.ceil(start_s / step - _EPS) * step
-        self.last_t = -1.0 if start_s == -math.inf else start_s  # the last frame offered
+        self.next_t = 0.0
+        self.last_t = -1.0  # the last frame offered
 
     def offer(self, time_s: float | None) -> float | None:
         """The frame's time if it is kept, else None (``time_s`` None: a frame without a
         timestamp, taken to follow the last one by a step)."""
         t = float(time_s) if time_s is not None else self.last_t + self.step
-        if t + _EPS < self.start_s:
-            return None  # an earlier segment's frame, seen after a seek
         self.last_t = t
         if t + _EPS < self.next_t:
             return None
         while self.next_t <= t + _EPS:
             self.next_t += self.step
         return t
-
-    @property
-    def done(self) -> bool:
-        """Every target of the segment is served."""
-        return self.next_t >= self.end_s - _EPS
 
 
 @dataclass(frozen=True)
