@@ -124,12 +124,14 @@ def decode_wanted(container: av.container.InputContainer, stream: av.video.strea
 
 
 def sample_frames(info: MediaInfo, fps: float, skip: bool = True,
-                  threads: int = 0) -> Iterator[Frame]:
+                  threads: int = 0, index: VideoIndex | None = None) -> Iterator[Frame]:
     """Yield one frame every ``1/fps`` seconds, scaled to at most ANALYSIS_MAX_SIDE.
 
     ``threads``: the decoder's threads (0: one per core).
     ``skip``: frames that are not kept and that no other frame refers to are not
     decoded (about half the frames of a typical H.264 video with B-frames).
+    ``index``: the video's :func:`index_video` for this ``fps``, when it was already
+    read (the packets are then not read again).
 
     Raises :class:`CorruptMediaError` when the stream is damaged or ends well
     before its declared duration (a truncated file).
@@ -137,14 +139,16 @@ def sample_frames(info: MediaInfo, fps: float, skip: bool = True,
     width, height = frame_size(info)
     step = 1.0 / fps
     wanted: Container[int] | None = None
-    if skip:
+    if skip and index is not None:
+        wanted = index.chosen
+    elif skip:
         try:
             found = index_video(info, step)
             wanted = found.chosen if found is not None else None
         except CorruptMediaError:
             wanted = None  # decoding says what is wrong, as it would without skipping
     sampler = Sampler(step)
-    index = 0
+    kept = 0
     try:
         with av.open(str(info.path)) as container:
             stream = container.streams.video[0]
@@ -155,13 +159,13 @@ def sample_frames(info: MediaInfo, fps: float, skip: bool = True,
                 if t is None:
                     continue
                 rgb = frame.to_ndarray(format="rgb24", width=width, height=height)
-                yield Frame(index=index, time_s=t, rgb=rgb)
-                index += 1
+                yield Frame(index=kept, time_s=t, rgb=rgb)
+                kept += 1
     except av.FFmpegError as exc:
         raise CorruptMediaError(
             f"{info.path}: video cannot be decoded; damaged file ({exc})"
         ) from exc
-    check_ends(info, index, sampler.last_t)
+    check_ends(info, kept, sampler.last_t)
 
 
 def check_ends(info: MediaInfo, frames: int, last_t: float) -> None:

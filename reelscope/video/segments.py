@@ -62,7 +62,8 @@ def plan(keys: list[tuple[int, float]], duration_s: float, workers: int) -> list
 
 
 class _Stopped(Exception):
-    pass
+    """Ends a segment's decoding once the consumer has stopped reading (an error in
+    another segment, or a caller that closed the generator)."""
 
 
 def _decode(info: MediaInfo, index: VideoIndex, segment: Segment, size: tuple[int, int],
@@ -113,7 +114,7 @@ def decode_frames(info: MediaInfo, fps: float, workers: int, threads: int = 0
     found = index_video(info, step) if workers > 1 else None
     segments = plan(found.keyframes, info.duration_s, workers) if found is not None else []
     if found is None or len(segments) < 2:
-        yield from sample_frames(info, fps, threads=threads)
+        yield from sample_frames(info, fps, threads=threads, index=found)
         return
     size = frame_size(info)
     per_segment = threads or max(1, (workers * 2) // len(segments))
@@ -140,8 +141,6 @@ def decode_frames(info: MediaInfo, fps: float, workers: int, threads: int = 0
                 elif isinstance(item, tuple):
                     running -= 1
                     last_t = max(last_t, item[1])
-                elif isinstance(item, _Stopped):
-                    return
                 elif isinstance(item, av.FFmpegError):
                     raise CorruptMediaError(
                         f"{info.path}: video cannot be decoded; damaged file ({item})"
