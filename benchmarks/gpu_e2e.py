@@ -184,10 +184,12 @@ def latency(analyzer: Analyzer, clip: Path, runs: int, warm: int = 2) -> dict[st
         t = time.perf_counter()
         report = analyzer.analyze(clip, force=True).report
         reports.append((time.perf_counter() - t, report))
+    times_s = [round(s, 4) for s, _ in reports]  # in the order run: slow outliers show
     reports.sort(key=lambda r: r[0])
     median_s, median_report = reports[len(reports) // 2]
     return {"runs": runs, "median_s": round(median_s, 4),
             "min_s": round(reports[0][0], 4), "max_s": round(reports[-1][0], 4),
+            "times_s": times_s,
             "stages_s_of_median_run": {k: round(v, 4)
                                        for k, v in median_report.timings_s.items()}}
 
