@@ -223,7 +223,8 @@ def test_unsupported_builds_are_clear_errors(engine_cli, tiny_onnx: Path,
     cases = [
         (["--precision", "fp16", "--backend", "onnxruntime"],
          "the onnxruntime backend cannot build fp16 for cpu; it builds fp32, int8 there"),
-        (["--precision", "fp8", "--device", "cpu"], "cannot build fp8 for cpu"),
+        (["--precision", "bf16", "--backend", "onnxruntime"],
+         "the onnxruntime backend cannot build bf16 for cpu; it builds fp32, int8 there"),
         (["--precision", "int8"], "int8 needs calibration inputs: give --calibration PATH"),
         (["--backend", "tensorrt"], "the tensorrt backend is not available here"),
         (["--profile", "input=8x3x64x64:4x3x64x64:16x3x64x64"],
@@ -234,6 +235,54 @@ def test_unsupported_builds_are_clear_errors(engine_cli, tiny_onnx: Path,
         assert r.code == 1, extra
         assert message in _one_error_line(r.stderr), (extra, r.stderr)
         assert not out.exists()
+    # asking for TensorRT by name: one warning line before anything else
+    r = engine_cli("build", str(tiny_onnx), "-o", str(out), "--backend", "tensorrt")
+    warnings = [line for line in r.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == ["warning: the tensorrt backend is untested: it has never run on a "
+                        "real machine"], r.stderr
+    # fp8 is offered by no backend, so it is not offered at all
+    r = engine_cli("build", str(tiny_onnx), "-o", str(out), "--precision", "fp8")
+    assert r.code == 2 and "'fp8' is not one of 'fp32', 'fp16', 'bf16', 'int8'" in r.stderr
+
+
+def test_every_offered_precision_is_built_by_a_tested_backend() -> None:
+    from reelscope.engine.backends.inductor import TorchBuilder
+    from reelscope.engine.backends.onnxrt import OnnxRuntimeBuilder
+    from reelscope.engine.options import PRECISIONS
+
+    built = {p for builder in (OnnxRuntimeBuilder, TorchBuilder)
+             for precisions in builder.PRECISIONS.values() for p in precisions}
+    assert set(PRECISIONS) == built
+
+
+def test_auto_never_picks_an_untested_backend(monkeypatch: pytest.MonkeyPatch,
+                                              engine_cli) -> None:
+    """Even where TensorRT imports and can run, auto picks the torch backend on a GPU;
+    the listing and the build help say 'untested' beside TensorRT."""
+    from reelscope.engine import backends
+    from reelscope.engine.backends.inductor import TorchBuilder
+
+    class ImportedTensorRT(TorchBuilder):
+        NAME = "tensorrt"
+
+        @classmethod
+        def available(cls, device: str) -> bool:
+            return True
+
+    class GpuTorch(TorchBuilder):
+        @classmethod
+        def available(cls, device: str) -> bool:
+            return True
+
+    fake = {"tensorrt": ImportedTensorRT, "torch": GpuTorch}
+    monkeypatch.setattr(backends, "_load", lambda name: fake.get(name))
+    builder, why = backends.pick("auto", "cuda:0")
+    assert builder is GpuTorch and why.startswith("torch (auto")
+    listing = engine_cli("backends").stdout.splitlines()
+    assert [line.split("\t")[0] for line in listing] == ["onnxruntime", "torch", "tensorrt"]
+    untested = [line for line in listing if line.endswith("\tuntested")]
+    assert untested == ["tensorrt\tabsent\tuntested"]
+    assert "tensorrt (untested)" in " ".join(engine_cli("build", "--help").stdout.split())
 
 
 def test_torch_backend_engine_loads_in_a_new_process(engine_cli, run_cli, photos: Path,

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from reelscope.config import Settings
 from reelscope.engine import artifact, bench, compiler
-from reelscope.engine.backends import ALL_NAMES, present
+from reelscope.engine.backends import ALL_NAMES, UNTESTED, describe, present
 from reelscope.engine.options import (
     NORMALIZATIONS,
     PRECISIONS,
@@ -41,7 +41,9 @@ def engine_group() -> None:
 @click.option("-o", "--output", type=click.Path(path_type=Path), required=True,
               help="engine file to write")
 @click.option("--backend", type=click.Choice(("auto", *ALL_NAMES)), default="auto",
-              show_default=True, help="auto picks the best backend present for the device")
+              show_default=True,
+              help="auto picks the best tested backend present for the device; backends: "
+                   + ", ".join(describe(n) for n in ALL_NAMES))
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp32", show_default=True)
 @click.option("--profile", "profiles", multiple=True, metavar="NAME=MIN:OPT:MAX",
               help="shapes of a dynamic input, e.g. input=1x3x224x224:8x3x224x224:32x3x224x224")
@@ -211,7 +213,9 @@ def bench_cmd(engine: Path, batches: str, min_time: float, device: str, threads:
 
 @engine_group.command("backends")
 def backends_cmd() -> None:
-    """List the engine backends whose libraries import here."""
+    """List the engine backends, whether their libraries import here, and which are
+    untested (never run on a real machine; auto never picks them)."""
     here = present()
     for name in ALL_NAMES:
-        click.echo(f"{name}\t{'present' if name in here else 'absent'}")
+        status = "present" if name in here else "absent"
+        click.echo(f"{name}\t{status}" + ("\tuntested" if name in UNTESTED else ""))

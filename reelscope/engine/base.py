@@ -51,7 +51,7 @@ class Runner(ABC):
     @property
     @abstractmethod
     def precision(self) -> str:
-        """fp32, fp16, bf16, int8 or fp8."""
+        """fp32, fp16, bf16 or int8."""
 
     @property
     @abstractmethod

@@ -18,7 +18,7 @@ import numpy as np
 
 from reelscope.engine.options import GateThresholds
 
-LOW_PRECISIONS = frozenset({"int8", "fp8"})
+LOW_PRECISIONS = frozenset({"int8"})
 _CLASS_HINTS = ("logit", "prob", "score", "class")
 
 

@@ -9,8 +9,9 @@ from typing import Any, Literal
 
 from reelscope.errors import ConfigError, ShapeError
 
-Precision = Literal["fp32", "fp16", "bf16", "int8", "fp8"]
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8", "fp8")
+# Offered only where some backend builds it (fp8: none does; see BENCHMARKS.md)
+Precision = Literal["fp32", "fp16", "bf16", "int8"]
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16", "int8")
 Normalization = Literal["symmetric", "imagenet", "unit"]
 NORMALIZATIONS: tuple[str, ...] = ("symmetric", "imagenet", "unit")
 RebuildPolicy = Literal["auto", "never"]
@@ -103,9 +104,9 @@ class GateThresholds:
 
     top1: float = field(default=0.99, metadata={"help": "top-1 agreement, fp16/bf16/fp32"})
     top1_confident_int8: float = field(
-        default=0.99, metadata={"help": "top-1 agreement on confident inputs, int8/fp8"})
+        default=0.99, metadata={"help": "top-1 agreement on confident inputs, int8"})
     top1_int8: float = field(
-        default=0.80, metadata={"help": "top-1 agreement on all inputs, int8/fp8 (guards "
+        default=0.80, metadata={"help": "top-1 agreement on all inputs, int8 (guards "
                                         "against wholesale damage hidden by few confident inputs)"})
     top5_overlap: float = field(default=0.80, metadata={"help": "mean top-5 set overlap"})
     cosine: float = field(default=0.99, metadata={"help": "mean cosine similarity, features"})

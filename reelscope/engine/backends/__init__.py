@@ -1,15 +1,17 @@
 """The registry of engine backends, built from guarded, lazy imports.
 
 A backend whose library is missing is simply absent; ``pick("auto", device)``
-chooses the best one present for the device and says which and why. Backends
-are imported only when asked for, so running an ONNX Runtime engine never
-imports torch.
+chooses the best *tested* one present for the device and says which and why. A
+backend that has never run on a real machine (``UNTESTED``) is never chosen by
+``auto``; asking for it by name logs one warning. Backends are imported only when
+asked for, so running an ONNX Runtime engine never imports torch.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import logging
 from functools import cache
 
 from reelscope.engine.base import Builder
@@ -21,8 +23,13 @@ _MODULES = {
     "tensorrt": ("reelscope.engine.backends.tensorrt", "TensorRTBuilder"),
 }
 ALL_NAMES = tuple(_MODULES)
-# auto's order of preference per kind of device
-_PREFERENCE = {"cpu": ("onnxruntime", "torch"), "cuda": ("tensorrt", "torch")}
+# Written and type-checked, but never run: TensorRT cannot be installed where reelscope
+# is developed and tested. Listed as "untested", never picked by auto.
+UNTESTED = frozenset({"tensorrt"})
+# auto's order of preference per kind of device (tested backends only)
+_PREFERENCE = {"cpu": ("onnxruntime", "torch"), "cuda": ("torch",)}
+
+log = logging.getLogger(__name__)
 
 
 @cache
@@ -45,6 +52,11 @@ def _real_tensorrt() -> bool:
     except ImportError:
         return False
     return hasattr(tensorrt, "Builder")
+
+
+def describe(name: str) -> str:
+    """``name`` for help texts, marked when it is untested."""
+    return f"{name} (untested)" if name in UNTESTED else name
 
 
 def present() -> tuple[str, ...]:
@@ -87,8 +99,12 @@ def get(name: str) -> type[Builder]:
 
 
 def pick(name: str, device: str) -> tuple[type[Builder], str]:
-    """The builder class for ``name`` (or the best for ``device`` when ``auto``), and why."""
+    """The builder class for ``name`` (or the best tested one for ``device`` when ``auto``),
+    and why."""
     if name != "auto":
+        if name in UNTESTED:
+            log.warning("warning: the %s backend is untested: it has never run on a real "
+                        "machine", name)
         builder = get(name)
         if not builder.available(device):
             raise UnsupportedBuildError(f"the {name} backend cannot run on {device} here")

@@ -1,4 +1,4 @@
-"""PyTorch backend (the GPU default when TensorRT is absent): torch.export, then
+"""PyTorch backend (the GPU default): torch.export, then
 torch.compile (Inductor); the payload holds the exported program and Inductor's
 portable cache artifacts (generated kernels, Triton binaries, autotuning results).
 
@@ -9,8 +9,7 @@ crashed (segmentation fault) under torch 2.11 on the H100 machine. On CUDA,
 4-D inputs use the channels-last layout (tensor-core convolutions), the weights
 are cast to fp16/bf16 as asked, and each batch size's launches are captured
 once into a CUDA graph and replayed. ONNX sources are converted with onnx2torch.
-int8 and fp8 are refused: PyTorch has no int8/fp8 convolution kernels on CUDA
-(use the TensorRT backend for those).
+int8 is refused: PyTorch has no int8 convolution kernels that Inductor uses on CUDA.
 """
 
 from __future__ import annotations
