@@ -63,9 +63,9 @@ class GpuModels:
     @cached_property
     def ocr_models(self) -> tuple[TorchModel, TorchModel]:
         size = self.settings.ocr_model
-        det = TorchModel(model(f"ocr_det_{size}").paths()[0], self.device, self.dtype,
+        det = TorchModel(model(f"ocr_det_{size}").verify()[0], self.device, self.dtype,
                          self.options, "ocr_det", self.context)
-        rec = TorchModel(model(f"ocr_rec_{size}").paths()[0], self.device, self.dtype,
+        rec = TorchModel(model(f"ocr_rec_{size}").verify()[0], self.device, self.dtype,
                          self.options, "ocr_rec", self.context, width_bucket=REC_WIDTH_BUCKET)
         return det, rec
 

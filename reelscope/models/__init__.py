@@ -26,6 +26,13 @@ class ModelSpec:
     licence: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        if len(self.sha256) != len(self.files):
+            raise ModelError(
+                f"model {self.name}: the catalogue gives {len(self.sha256)} sha256 for "
+                f"{len(self.files)} files; every file needs its own"
+            )
+
     def paths(self) -> tuple[Path, ...]:
         """Absolute paths of this model's files; ``pkg:rel`` names another package."""
         out = []
@@ -43,7 +50,7 @@ class ModelSpec:
     def verify(self) -> tuple[Path, ...]:
         """Paths of the files after checking their sha256 against the catalogue."""
         paths = self.paths()
-        for path, expected in zip(paths, self.sha256, strict=False):
+        for path, expected in zip(paths, self.sha256, strict=True):
             if sha256_file(path) != expected:
                 raise ModelError(
                     f"model {self.name}: {path} is damaged (sha256 mismatch); reinstall its package"

