@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args, get_type_hints
+from typing import Any, Literal, get_args, get_origin, get_type_hints
 
 import platformdirs
 
@@ -25,179 +25,142 @@ AsrBackend = Literal["ctranslate2", "torch"]
 GpuPrecision = Literal["fp16", "bf16", "fp32"]
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
+GROUPS = {  # a field's group -> the heading its flag is listed under in --help
+    "analysis": "Analysis",
+    "limits": "Limits",
+    "device": "Device and GPU",
+    "monitoring": "Monitoring",
+    "service": "Service",
+    "storage": "Storage",
+}
+
+
+def _setting(default: Any, group: str, text: str, *, above: float | None = None,
+             at_least: float | None = None, at_most: float | None = None) -> Any:
+    """A field with its metadata: group (a key of GROUPS), help text, and bounds
+    (``above``: exclusive lower bound; ``at_least``/``at_most``: inclusive)."""
+    return field(default=default, metadata={
+        "group": group, "help": text, "above": above, "at_least": at_least, "at_most": at_most})
 
 
 @dataclass(frozen=True)
 class Settings:
     """Everything a run of reelscope can be tuned with."""
 
-    db: str = field(
-        default="",
-        metadata=_help(
-            "database: a file path (SQLite) or a SQLAlchemy URL; default: a SQLite file "
-            "in the user data directory"
-        ),
-    )
-    cache_dir: str = field(
-        default="",
-        metadata=_help("where prepared model files are cached; default: the user cache directory"),
-    )
-    sample_fps: float = field(default=2.0, metadata=_help("frames sampled per second of video"))
-    max_duration_s: float = field(default=180.0, metadata=_help("longest video accepted, seconds"))
-    max_side_px: int = field(default=4096, metadata=_help("largest frame side accepted, pixels"))
-    max_file_mb: float = field(default=512.0, metadata=_help("largest file accepted, MB"))
-    threads: int = field(default=0, metadata=_help(
-        "CPU threads for models and decoding; 0 = all cores"))
-    decode_segments: int = field(default=0, metadata=_help(
-        "a video is cut at keyframes into up to this many parts decoded at once; "
-        "0 = one per core up to 8 when it is the only video being analyzed, else 1"))
-    ocr_model: OcrModel = field(
-        default="small",
-        metadata=_help("PP-OCRv6 model size: small (default, more accurate) or tiny (faster)"),
-    )
-    ocr_det_max_side: int = field(default=960, metadata=_help(
-        "frames are scaled so their longer side is at most this for text detection"))
-    ocr_change_threshold: float = field(
-        default=20.0,
-        metadata=_help(
-            "a sampled frame is OCR'd again only when some region of it changed by more "
-            "than this (mean absolute difference, 0-255) since the previous frame"
-        ),
-    )
-    ocr_refresh_s: float = field(
-        default=2.0,
-        metadata=_help("an unchanged frame is still OCR'd again after this many seconds"),
-    )
-    asr_compute_type: str = field(
-        default="int8", metadata=_help("CTranslate2 compute type for Whisper (int8, float32)")
-    )
-    asr_backend: AsrBackend = field(
-        default="ctranslate2",
-        metadata=_help(
-            "Whisper through faster-whisper (ctranslate2, CPU int8) or in PyTorch (torch: "
-            "the same weights, on the GPU in fp16 when CUDA is available, else CPU fp32)"
-        ),
-    )
-    device: str = field(
-        default="auto",
-        metadata=_help(
-            "where the models run: cpu (ONNX Runtime engines), cuda, cuda:N (every model in "
-            "PyTorch on that GPU, batched across videos), or auto (a GPU when there is one)"
-        ),
-    )
-    gpu_precision: GpuPrecision = field(
-        default="fp16", metadata=_help("precision of the models on a GPU (fp16, bf16, fp32)")
-    )
-    gpu_max_batch: int = field(
-        default=64, metadata=_help("on a GPU: most items (frames, text lines) per model call")
-    )
-    gpu_max_wait_ms: float = field(
-        default=5.0,
-        metadata=_help("on a GPU: how long a model call waits for other videos' items"),
-    )
-    gpu_speech_processes: int = field(
-        default=1,
-        metadata=_help("on a GPU: worker processes that run Whisper (0: in the analysis "
-                       "process, where it competes for Python's lock with the picture work)"),
-    )
-    gpu_ocr_readers: int = field(
-        default=0,
-        metadata=_help("on a GPU: frames of one video OCR'd at once (their pre- and "
-                       "post-processing in parallel threads, their model calls batched); "
-                       "0 = 4 when it is the only video being analyzed, else 1"),
-    )
-    gpu_ocr_processes: int = field(
-        default=0,
-        metadata=_help("on a GPU: worker processes that OCR frames, each with the models "
-                       "and Python's lock of its own (for the lowest latency of one video "
-                       "at a time); 0: in the analysis process, batched across videos"),
-    )
-    gpu_memory_fraction: float = field(
-        default=0.9,
-        metadata=_help("on a GPU: the share of its memory this process may use; a batch "
-                       "that does not fit is split and retried"),
-    )
-    classifier_engine: str = field(
-        default="",
-        metadata=_help(
-            "engine file for the image classifier (e.g. int8, from 'reelscope engine build'); "
-            "default: an fp32 ONNX Runtime engine built once into the cache"
-        ),
-    )
-    similar_k: int = field(default=5, metadata=_help("how many similar videos to list"))
-    copyright_min_score: float = field(
-        default=0.6, metadata=_help("lowest score (0-1) reported as a copyright match")
-    )
+    # storage ----------------------------------------------------------------
+    db: str = _setting(
+        "", "storage", "database: a file path (SQLite) or a SQLAlchemy URL; default: a SQLite "
+        "file in the user data directory")
+    cache_dir: str = _setting(
+        "", "storage", "where prepared model files are cached; default: the user cache directory")
+    # analysis ---------------------------------------------------------------
+    sample_fps: float = _setting(2.0, "analysis", "frames sampled per second of video", above=0)
+    ocr_model: OcrModel = _setting(
+        "small", "analysis", "PP-OCRv6 model size: small (default, more accurate) or tiny "
+        "(faster)")
+    ocr_det_max_side: int = _setting(
+        960, "analysis", "frames are scaled so their longer side is at most this for text "
+        "detection", above=0)
+    ocr_change_threshold: float = _setting(
+        20.0, "analysis", "a sampled frame is OCR'd again only when some region of it changed "
+        "by more than this (mean absolute difference, 0-255) since the previous frame",
+        at_least=0)
+    ocr_refresh_s: float = _setting(
+        2.0, "analysis", "an unchanged frame is still OCR'd again after this many seconds",
+        above=0)
+    asr_compute_type: str = _setting(
+        "int8", "analysis", "CTranslate2 compute type for Whisper (int8, float32)")
+    asr_backend: AsrBackend = _setting(
+        "ctranslate2", "analysis", "Whisper through faster-whisper (ctranslate2, CPU int8) or "
+        "in PyTorch (torch: the same weights, on the GPU in fp16 when CUDA is available, else "
+        "CPU fp32)")
+    classifier_engine: str = _setting(
+        "", "analysis", "engine file for the image classifier (e.g. int8, from 'reelscope "
+        "engine build'); default: an fp32 ONNX Runtime engine built once into the cache")
+    similar_k: int = _setting(5, "analysis", "how many similar videos to list", above=0)
+    copyright_min_score: float = _setting(
+        0.6, "analysis", "lowest score (0-1) reported as a copyright match", at_least=0,
+        at_most=1)
+    # limits -----------------------------------------------------------------
+    max_duration_s: float = _setting(180.0, "limits", "longest video accepted, seconds",
+                                     above=0)
+    max_side_px: int = _setting(4096, "limits", "largest frame side accepted, pixels", above=0)
+    max_file_mb: float = _setting(512.0, "limits", "largest file accepted, MB", above=0)
+    # device -----------------------------------------------------------------
+    device: str = _setting(
+        "auto", "device", "where the models run: cpu (ONNX Runtime engines), cuda, cuda:N "
+        "(every model in PyTorch on that GPU, batched across videos), or auto (a GPU when "
+        "there is one)")
+    threads: int = _setting(0, "device", "CPU threads for models and decoding; 0 = all cores",
+                            at_least=0)
+    decode_segments: int = _setting(
+        0, "device", "a video is cut at keyframes into up to this many parts decoded at once; "
+        "0 = one per core up to 8 when it is the only video being analyzed, else 1",
+        at_least=0)
+    gpu_precision: GpuPrecision = _setting(
+        "fp16", "device", "precision of the models on a GPU (fp16, bf16, fp32)")
+    gpu_max_batch: int = _setting(
+        64, "device", "on a GPU: most items (frames, text lines) per model call", above=0)
+    gpu_max_wait_ms: float = _setting(
+        5.0, "device", "on a GPU: how long a model call waits for other videos' items",
+        at_least=0)
+    gpu_speech_processes: int = _setting(
+        1, "device", "on a GPU: worker processes that run Whisper (0: in the analysis "
+        "process, where it competes for Python's lock with the picture work)", at_least=0)
+    gpu_ocr_readers: int = _setting(
+        0, "device", "on a GPU: frames of one video OCR'd at once (their pre- and "
+        "post-processing in parallel threads, their model calls batched); 0 = 4 when it is "
+        "the only video being analyzed, else 1", at_least=0)
+    gpu_ocr_processes: int = _setting(
+        0, "device", "on a GPU: worker processes that OCR frames, each with the models and "
+        "Python's lock of its own (for the lowest latency of one video at a time); 0: in the "
+        "analysis process, batched across videos", at_least=0)
+    gpu_memory_fraction: float = _setting(
+        0.9, "device", "on a GPU: the share of its memory this process may use; a batch "
+        "that does not fit is split and retried", above=0, at_most=1)
     # monitoring -------------------------------------------------------------
-    monitor: bool = field(
-        default=True,
-        metadata=_help(
-            "guard the classifier engine with its fp32 reference: errors, NaN/inf, drift or "
-            "latency over budget switch to the reference until the engine probes healthy"
-        ),
-    )
-    monitor_window: int = field(
-        default=288, metadata=_help("outputs (frames) in the confidence-drift window")
-    )
-    monitor_psi_max: float = field(
-        default=1.0, metadata=_help("drift alarm: population stability index above this")
-    )
-    monitor_ks_max: float = field(
-        default=0.4, metadata=_help("drift alarm: Kolmogorov-Smirnov statistic above this")
-    )
-    monitor_shadow_items: int = field(
-        default=4,
-        metadata=_help("items of each engine call also run on the fp32 reference to compare "
-                       "(0 = off)"),
-    )
-    monitor_shadow_agreement: float = field(
-        default=0.5,
-        metadata=_help("shadow check alarm: top-1 agreement with the reference below this "
-                       "over the last 16 checked items"),
-    )
-    monitor_latency_budget_s: float = field(
-        default=5.0, metadata=_help("one engine call slower than this is a strike; 0 = off")
-    )
-    monitor_cooldown_s: float = field(
-        default=60.0, metadata=_help("seconds on the fallback before the engine is probed")
-    )
-    monitor_probes: int = field(
-        default=3, metadata=_help("healthy shadow probes in a row that restore the engine")
-    )
-    alert_webhook: str = field(
-        default="", metadata=_help("URL that receives an alert when a task falls back")
-    )
+    monitor: bool = _setting(
+        True, "monitoring", "guard the engines (the classifier, the OCR detector and "
+        "recognizer) with their fp32 reference: errors, NaN/inf, drift or latency over budget "
+        "switch to the reference until the engine probes healthy")
+    monitor_window: int = _setting(
+        288, "monitoring", "outputs (frames) in the confidence-drift window", above=0)
+    monitor_psi_max: float = _setting(
+        1.0, "monitoring", "drift alarm: population stability index above this", above=0)
+    monitor_ks_max: float = _setting(
+        0.4, "monitoring", "drift alarm: Kolmogorov-Smirnov statistic above this", above=0,
+        at_most=1)
+    monitor_shadow_items: int = _setting(
+        4, "monitoring", "items of each engine call also run on the fp32 reference to compare "
+        "(0 = off)", at_least=0)
+    monitor_shadow_agreement: float = _setting(
+        0.5, "monitoring", "shadow check alarm: top-1 agreement with the reference below this "
+        "over the last 16 checked items", at_least=0, at_most=1)
+    monitor_latency_budget_s: float = _setting(
+        5.0, "monitoring", "one engine call slower than this is a strike; 0 = off", at_least=0)
+    monitor_cooldown_s: float = _setting(
+        60.0, "monitoring", "seconds on the fallback before the engine is probed", at_least=0)
+    monitor_probes: int = _setting(
+        3, "monitoring", "healthy shadow probes in a row that restore the engine", above=0)
+    alert_webhook: str = _setting(
+        "", "monitoring", "URL that receives an alert when a task falls back")
     # service ----------------------------------------------------------------
-    workers: int = field(
-        default=1, metadata=_help("analysis workers in 'reelscope serve' (0: run none)")
-    )
-    spool_dir: str = field(
-        default="",
-        metadata=_help(
-            "where uploads wait for their analysis (shared by server and workers); "
-            "default: 'spool' in the user data directory"
-        ),
-    )
-    max_jobs_per_key: int = field(
-        default=20, metadata=_help("jobs one API key may have queued or running at once")
-    )
-    job_lease_s: float = field(
-        default=30.0,
-        metadata=_help(
-            "a running job whose worker has not reported for this long is run again"
-        ),
-    )
-    job_max_attempts: int = field(
-        default=3, metadata=_help("a job interrupted this many times is marked failed")
-    )
-    webhook_max_attempts: int = field(
-        default=10, metadata=_help("deliveries of one completion event before giving up")
-    )
-    webhook_backoff_s: float = field(
-        default=1.0, metadata=_help("first retry delay of a webhook; doubled on each failure")
-    )
+    workers: int = _setting(
+        1, "service", "analysis workers in 'reelscope serve' (0: run none)", at_least=0)
+    spool_dir: str = _setting(
+        "", "service", "where uploads wait for their analysis (shared by server and "
+        "workers); default: 'spool' in the user data directory")
+    max_jobs_per_key: int = _setting(
+        20, "service", "jobs one API key may have queued or running at once", above=0)
+    job_lease_s: float = _setting(
+        30.0, "service", "a running job whose worker has not reported for this long is run "
+        "again", above=0)
+    job_max_attempts: int = _setting(
+        3, "service", "a job interrupted this many times is marked failed", above=0)
+    webhook_max_attempts: int = _setting(
+        10, "service", "deliveries of one completion event before giving up", above=0)
+    webhook_backoff_s: float = _setting(
+        1.0, "service", "first retry delay of a webhook; doubled on each failure", above=0)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -215,44 +178,23 @@ class Settings:
         return settings
 
     def validate(self) -> None:
-        positive = (
-            "sample_fps", "max_duration_s", "max_side_px", "max_file_mb", "similar_k",
-            "ocr_det_max_side", "ocr_refresh_s", "max_jobs_per_key", "job_lease_s",
-            "job_max_attempts", "webhook_max_attempts", "webhook_backoff_s", "gpu_max_batch",
-        )
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"setting {name} must be positive, got {getattr(self, name)}")
-        for name in ("threads", "workers", "gpu_speech_processes", "decode_segments",
-                     "gpu_ocr_readers", "gpu_ocr_processes"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"setting {name} must be 0 or more, got {getattr(self, name)}")
-        if self.asr_backend not in get_args(AsrBackend):
-            raise ConfigError(
-                f"setting asr_backend must be one of {get_args(AsrBackend)}, "
-                f"got {self.asr_backend!r}"
-            )
-        if self.gpu_precision not in get_args(GpuPrecision):
-            raise ConfigError(
-                f"setting gpu_precision must be one of {get_args(GpuPrecision)}, "
-                f"got {self.gpu_precision!r}"
-            )
-        if self.gpu_max_wait_ms < 0:
-            raise ConfigError(f"setting gpu_max_wait_ms must be 0 or more, "
-                              f"got {self.gpu_max_wait_ms}")
-        if not 0 < self.gpu_memory_fraction <= 1:
-            raise ConfigError(f"setting gpu_memory_fraction must be in (0, 1], "
-                              f"got {self.gpu_memory_fraction}")
+        """Every field within its bounds, every choice one of its values."""
+        hints = get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            kind = hints[f.name]
+            if get_origin(kind) is Literal and value not in get_args(kind):
+                raise ConfigError(
+                    f"setting {f.name} must be one of {get_args(kind)}, got {value!r}")
+            problem = _out_of_bounds(value, f.metadata)
+            if problem:
+                raise ConfigError(f"setting {f.name} must be {problem}, got {value}")
         from reelscope.gpu.device import check
 
         try:
             check(self.device)
         except ConfigError as exc:
             raise ConfigError(f"setting {exc}") from None
-        if self.ocr_model not in get_args(OcrModel):
-            raise ConfigError(
-                f"setting ocr_model must be one of {get_args(OcrModel)}, got {self.ocr_model!r}"
-            )
 
     @property
     def cpu_threads(self) -> int:
@@ -282,6 +224,22 @@ class Settings:
         path = Path(self.cache_dir or platformdirs.user_cache_dir(APP_NAME)).expanduser()
         path.mkdir(parents=True, exist_ok=True)
         return path
+
+
+def _out_of_bounds(value: float, meta: Mapping[str, Any]) -> str:
+    """What ``value`` should be, when it lies outside the bounds in ``meta``; else ""."""
+    above, at_least, at_most = meta.get("above"), meta.get("at_least"), meta.get("at_most")
+    low_ok = (above is None or value > above) and (at_least is None or value >= at_least)
+    if low_ok and (at_most is None or value <= at_most):
+        return ""
+    if above == 0 and at_most is None:
+        return "positive"
+    if at_least == 0 and at_most is None:
+        return "0 or more"
+    parts = [f"> {above:g}" if above is not None else "",
+             f">= {at_least:g}" if at_least is not None else "",
+             f"<= {at_most:g}" if at_most is not None else ""]
+    return " and ".join(part for part in parts if part)
 
 
 def _parse(name: str, kind: Any, raw: str) -> Any:

@@ -15,7 +15,12 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from reelscope.cli.engine import engine_group
-from reelscope.cli.options import ANALYSIS_FIELDS, build_settings, settings_options
+from reelscope.cli.options import (
+    ANALYSIS_FIELDS,
+    GroupedCommand,
+    build_settings,
+    settings_options,
+)
 from reelscope.cli.render import similar_table, summary
 from reelscope.cli.service import keys_group, monitor_group, serve, worker
 from reelscope.config import Settings
@@ -58,7 +63,7 @@ def _progress() -> Iterator[Any]:
         yield bar
 
 
-@cli.command()
+@cli.command(cls=GroupedCommand)
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="print the full report as JSON, nothing else")
 @click.option("--force", is_flag=True, help="analyze again even if this content is stored")
@@ -119,7 +124,7 @@ def references() -> None:
     """The copyright reference library."""
 
 
-@references.command("add")
+@references.command("add", cls=GroupedCommand)
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--title", required=True, help="title of the copyrighted work")
 @settings_options("sample_fps", "max_duration_s", "max_side_px", "max_file_mb")

@@ -1,4 +1,5 @@
-"""CLI flags derived from :class:`reelscope.config.Settings` fields, never declared twice."""
+"""CLI flags derived from :class:`reelscope.config.Settings` fields, never declared twice,
+listed in ``--help`` under their field's group."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 import click
 
-from reelscope.config import ENV_PREFIX, Settings
+from reelscope.config import ENV_PREFIX, GROUPS, Settings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -60,8 +61,37 @@ SERVICE_FIELDS = (
 )
 
 
+class SettingOption(click.Option):
+    """A flag made from a Settings field; ``group`` is the field's group."""
+
+    def __init__(self, *args: Any, group: str = "", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.group = group
+
+
+class GroupedCommand(click.Command):
+    """A command whose ``--help`` lists the settings' flags under their groups' headings
+    (in the order of ``config.GROUPS``), after the command's own options."""
+
+    def format_options(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        sections: dict[str, list[tuple[str, str]]] = {"Options": []}
+        sections.update({title: [] for title in GROUPS.values()})
+        for param in self.get_params(ctx):
+            if not isinstance(param, click.Option):
+                continue
+            record = param.get_help_record(ctx)
+            if record is not None:
+                group = getattr(param, "group", "")
+                sections[GROUPS[group] if group else "Options"].append(record)
+        for title, rows in sections.items():
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
 def settings_options(*names: str) -> Callable[[F], F]:
-    """Add one ``--flag`` per named Settings field; values land in ``settings_overrides``."""
+    """Add one ``--flag`` per named Settings field (``--name/--no-name`` for a bool); values
+    land in the command's keyword arguments, None when not given."""
     fields = {f.name: f for f in dataclasses.fields(Settings)}
     hints = get_type_hints(Settings)
 
@@ -69,20 +99,17 @@ def settings_options(*names: str) -> Callable[[F], F]:
         for name in reversed(names):
             f = fields[name]
             kind = hints[name]
-            click_type: Any = kind
+            flag = "--" + name.replace("_", "-")
+            extra: dict[str, Any] = {"type": kind}
             if get_origin(kind) is Literal:
-                click_type = click.Choice(list(get_args(kind)))
+                extra["type"] = click.Choice(list(get_args(kind)))
+            elif kind is bool:
+                flag, extra = f"{flag}/--no-{flag[2:]}", {}
             help_text = (
                 f"{f.metadata['help']} [env {ENV_PREFIX}{name.upper()}; default {f.default!r}]"
             )
-            func = click.option(
-                "--" + name.replace("_", "-"),
-                name,
-                type=click_type,
-                default=None,
-                help=help_text,
-                expose_value=True,
-            )(func)
+            func = click.option(flag, name, cls=SettingOption, group=f.metadata["group"],
+                                default=None, help=help_text, **extra)(func)
         return func
 
     return decorate

@@ -9,7 +9,12 @@ from typing import Any
 
 import click
 
-from reelscope.cli.options import SERVICE_FIELDS, build_settings, settings_options
+from reelscope.cli.options import (
+    SERVICE_FIELDS,
+    GroupedCommand,
+    build_settings,
+    settings_options,
+)
 from reelscope.store.store import Store
 
 
@@ -74,7 +79,7 @@ def keys_webhook(ctx: click.Context, key_id: int, url: str) -> None:
     ApiKeys(_store(ctx)).update(key_id, webhook_url=url)
 
 
-@click.command("serve")
+@click.command("serve", cls=GroupedCommand)
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @settings_options(*SERVICE_FIELDS)
@@ -92,7 +97,7 @@ def serve(ctx: click.Context, host: str, port: int, **overrides: Any) -> None:
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
 
 
-@click.command("worker")
+@click.command("worker", cls=GroupedCommand)
 @click.option("--metrics-port", type=int, default=0, help="serve this worker's /metrics here")
 @settings_options(*SERVICE_FIELDS)
 @click.pass_context
