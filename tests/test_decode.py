@@ -58,8 +58,8 @@ def test_captions_are_read_from_frames_in_the_order_segments_decode_them() -> No
     in_order = read_frames(reader, frames, 20.0, 2.0)
     out_of_order = read_frames(reader, interleaved, 20.0, 2.0)
     assert [t.time_s for t in out_of_order] == [f.time_s for f in frames]
-    captions = [e.text for e in merge_captions(out_of_order, 0.5)]
-    assert captions == [e.text for e in merge_captions(in_order, 0.5)]
+    captions = [e.text for e in merge_captions(out_of_order, 0.5, info.duration_s)]
+    assert captions == [e.text for e in merge_captions(in_order, 0.5, info.duration_s)]
     assert "这是我的猫" in captions and "We are very happy" in captions
     assert sum(not t.reused for t in out_of_order) <= sum(not t.reused for t in in_order) + 1
 

@@ -153,11 +153,11 @@ class Analyzer:
                 on_frames(frames)
             with self._timed("labels", timings):
                 classified = job.result()
-                labels = video_labels(classified, step)
+                labels = video_labels(classified, step, info.duration_s)
             with self._timed("ocr", timings):
                 texts, ocr_engine = (text_lane.result() if text_lane is not None
                                      else self._read_text(frames, readers=1))
-                ocr = merge_captions(texts, step)
+                ocr = merge_captions(texts, step, info.duration_s)
             with self._timed("fingerprint", timings):
                 hashes, quality = (hash_lane.result() if hash_lane is not None
                                    else frame_hashes(frames))

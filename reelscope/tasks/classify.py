@@ -170,8 +170,9 @@ class FrameCollector:
         return self.classifier.run(sorted(self.frames, key=lambda f: f.index))
 
 
-def video_labels(out: ClassifyOutput, step_s: float) -> tuple[Label, ...]:
-    """Per-class time ranges where the class is in a frame's top 5 with probability >= 10%."""
+def video_labels(out: ClassifyOutput, step_s: float, duration_s: float) -> tuple[Label, ...]:
+    """Per-class time ranges where the class is in a frame's top 5 with probability >= 10%;
+    a range lasts a sampling step past its last frame, never past the video's end."""
     names = class_names()
     hits: dict[int, list[int]] = {}
     for i, p in enumerate(out.probs):
@@ -186,7 +187,7 @@ def video_labels(out: ClassifyOutput, step_s: float) -> tuple[Label, ...]:
                     label=names[c],
                     score=float(out.probs[run, c].mean()),
                     start_s=float(out.times_s[run[0]]),
-                    end_s=float(out.times_s[run[-1]] + step_s),
+                    end_s=min(float(out.times_s[run[-1]]) + step_s, duration_s),
                 )
             )
     labels.sort(key=lambda lb: (-lb.score, lb.start_s))

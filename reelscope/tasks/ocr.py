@@ -274,19 +274,22 @@ class _Caption:
         )
 
 
-def merge_captions(frames: Sequence[FrameText], step_s: float) -> tuple[OcrEntry, ...]:
-    """One entry per caption: the same text over consecutive frames is merged."""
+def merge_captions(frames: Sequence[FrameText], step_s: float,
+                   duration_s: float) -> tuple[OcrEntry, ...]:
+    """One entry per caption: the same text over consecutive frames is merged; it lasts a
+    sampling step past its last frame, never past the video's end."""
     following: list[_Caption] = []
     done: list[OcrEntry] = []
     for ft in frames:
         seen: list[_Caption] = []
+        end_s = min(ft.time_s + step_s, duration_s)
         for line in ft.lines:
             cap = next((c for c in following if _same(c.text, line.text)), None)
             if cap is None:
-                cap = _Caption(line.text, ft.time_s, ft.time_s + step_s, line.score, [])
+                cap = _Caption(line.text, ft.time_s, end_s, line.score, [])
             else:
                 following.remove(cap)
-                cap.end_s = ft.time_s + step_s
+                cap.end_s = end_s
                 if line.score > cap.best:
                     cap.text, cap.best = line.text, line.score
             cap.scores.append(line.score)
