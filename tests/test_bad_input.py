@@ -194,3 +194,23 @@ def test_invalid_setting_is_a_clear_error(run_cli: Any, db: Path) -> None:
     result = run_cli("analyze", str(SAMPLE), db=db, env={"REELSCOPE_SAMPLE_FPS": "fast"})
     _assert_one_clear_error(result, "REELSCOPE_SAMPLE_FPS='fast' is not a valid float")
     assert db_dump(db) == before
+
+
+def test_time_ranges_never_pass_the_end_of_a_tenth_of_a_second_clip(
+    run_cli: Any, db: Path, tmp_path: Path
+) -> None:
+    """One sampled frame: its label and caption last until the video ends (0.1 s), not a
+    whole sampling step (0.5 s) past their frame."""
+    from skimage import data
+
+    spec = clipgen.ClipSpec(scenes=(clipgen.Scene(data.chelsea(), 0.1, ("短片", "Short")),))
+    clip = clipgen.write_clip(tmp_path / "tenth.mp4", spec)
+    result = run_cli("analyze", str(clip), "--json", db=db)
+    assert result.code == 0, result.stderr
+    report = result.json()
+    duration = report["video"]["duration_s"]
+    assert duration == pytest.approx(0.1, abs=0.04)
+    assert report["labels"] and report["ocr"]
+    assert any("cat" in label["label"] for label in report["labels"])
+    for entry in (*report["labels"], *report["ocr"]):
+        assert 0 <= entry["start_s"] < entry["end_s"] <= duration, entry

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from reelscope.errors import ConfigError
+from reelscope.errors import ConfigError, EngineError
 from reelscope.pipeline.batcher import BatcherOptions, DynamicBatcher
 
 
@@ -134,12 +134,13 @@ def test_bad_options_are_refused() -> None:
         BatcherOptions(max_batch=0)
 
 
-def test_closed_batcher_refuses_work() -> None:
-    batcher = DynamicBatcher(StandIn())
+def test_closed_batcher_refuses_work_and_leaves_no_thread() -> None:
+    batcher = DynamicBatcher(StandIn(), name="closing")
+    assert "batcher-closing" in {t.name for t in threading.enumerate()}
     batcher.close()
-    with pytest.raises(Exception, match="is closed"):
+    with pytest.raises(EngineError, match="batcher 'closing' is closed"):
         batcher.submit(frames(1, 1))
-    assert threading.active_count() >= 1
+    assert "batcher-closing" not in {t.name for t in threading.enumerate()}
 
 
 def test_items_of_different_shapes_wait_for_their_own_batch() -> None:
