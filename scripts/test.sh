@@ -3,6 +3,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh --dev
+echo ">> no package registry's host named in the repository" >&2
+# fetch through pip, apt and npm by package name; the pattern is written so that it does
+# not name a host itself
+hosts='pypi[.]org|pythonhosted[.]org|(deb|security|ftp|snapshot)[.]debian[.]org|npmjs[.](org|com)|yarnpkg[.]com'
+if git ls-files -z | xargs -0 grep -nIiE "$hosts"; then
+  echo "error: the lines above name a package registry's host" >&2
+  exit 1
+fi
 echo ">> ruff" >&2
 .venv/bin/ruff check reelscope tests scripts benchmarks
 echo ">> mypy" >&2
