@@ -19,7 +19,6 @@ import contextlib
 import io
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -29,6 +28,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from machine import commit, describe, machine  # noqa: E402
 
 
 def reelscope_runs(clip: Path, repeat: int, cache: Path) -> dict[str, object]:
@@ -172,7 +174,9 @@ def main() -> None:
         naive = naive_runs(args.clip, args.repeat, cache)
     result = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "machine": machine(),
+        "command": " ".join(sys.argv),
+        "commit": commit(),
         "clip": str(args.clip),
         "reelscope": ours,
         "naive": naive,
@@ -181,7 +185,7 @@ def main() -> None:
     def med(xs: object) -> float:
         return statistics.median(xs)  # type: ignore[arg-type]
 
-    print(f"{result['machine']}; clip {args.clip.name}; median of {args.repeat} runs")
+    print(f"{describe(result['machine'])}; clip {args.clip.name}; median of {args.repeat} runs")
     print(f"{'':10} {'cold (new process)':>20} {'warm (models loaded)':>22}")
     for name, r in (("reelscope", ours), ("naive", naive)):
         print(f"{name:10} {med(r['cold_s']):19.2f}s {med(r['warm_s']):21.2f}s")

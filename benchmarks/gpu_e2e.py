@@ -30,7 +30,6 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -45,6 +44,9 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from machine import commit, machine  # noqa: E402
 
 from reelscope.config import Settings  # noqa: E402
 from reelscope.pipeline.analyzer import Analyzer  # noqa: E402
@@ -302,9 +304,9 @@ def run(args: argparse.Namespace) -> None:
 
     out: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {"gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "",
-                    "cpu_cores": os.cpu_count(), "python": platform.python_version(),
-                    "torch": torch.__version__},
+        "machine": {**machine(), "torch": torch.__version__,
+                    "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""},
+        "commit": commit(),
         "clip": {"path": args.clip.name, "bytes": args.clip.stat().st_size},
         "command": " ".join(sys.argv),
     }
