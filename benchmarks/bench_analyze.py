@@ -24,13 +24,12 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from machine import commit, describe, machine  # noqa: E402
+from machine import describe, stamp  # noqa: E402
 
 
 def reelscope_runs(clip: Path, repeat: int, cache: Path) -> dict[str, object]:
@@ -173,10 +172,7 @@ def main() -> None:
         ours = reelscope_runs(args.clip, args.repeat, cache)
         naive = naive_runs(args.clip, args.repeat, cache)
     result = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "command": " ".join(sys.argv),
-        "commit": commit(),
+        **stamp(),
         "clip": str(args.clip),
         "reelscope": ours,
         "naive": naive,

@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from machine import stamp
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
@@ -111,7 +113,7 @@ def main() -> None:
         print(json.dumps(measure(args.one[0], args.one[1], args.threads, args.min_time)))
         return
     built = build_all(args.dir, args.photos, args.threads, args.models)
-    results: dict[str, object] = {"threads": args.threads, "built": built, "timings": {}}
+    results: dict[str, object] = {**stamp(), "threads": args.threads, "built": built, "timings": {}}
     configs = [("eager", m, f"{m} torch eager fp32") for m in args.models]
     configs += [("engine", str(built[f"{m}-{p}"]["engine"]), f"{m} onnxruntime {p}")
                 for m in args.models for p in ("fp32", "int8")]

@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from machine import stamp
 
 from reelscope.config import Settings
 from reelscope.pipeline.models import Models
@@ -67,10 +66,8 @@ def main() -> None:
                                               args.repeat), 3),
             "cosine": round(float(got @ want) / float(np.linalg.norm(want)), 6),
         })
-    out = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
-           "machine": f"{platform.processor() or platform.machine()}, "
-                      f"{os.cpu_count()} cores",
-           "engine": str(encoder.engine), "build_and_load_s": round(build_s, 2), "texts": rows}
+    out = {**stamp(), "engine": str(encoder.engine), "build_and_load_s": round(build_s, 2),
+           "texts": rows}
     print(json.dumps(out, ensure_ascii=False, indent=1))
 
 

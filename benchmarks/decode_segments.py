@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
+from machine import stamp  # noqa: E402
 
 from reelscope.video.decode import Frame, index_video, sample_frames  # noqa: E402
 from reelscope.video.media import Limits, probe  # noqa: E402
@@ -40,8 +39,8 @@ def main() -> None:
     found = index_video(info, 1.0 / args.fps)
     keys = found.keyframes if found is not None else []
     reference = list(sample_frames(info, args.fps, skip=False))
-    out = {"date": datetime.now(UTC).isoformat(timespec="seconds"), "cpu_cores": os.cpu_count(),
-           "clip": args.clip.name, "keyframes": len(keys), "frames": len(reference), "rows": []}
+    out = {**stamp(), "clip": args.clip.name, "keyframes": len(keys), "frames": len(reference),
+           "rows": []}
 
     def every_frame() -> list[Frame]:
         return list(sample_frames(info, args.fps, skip=False))

@@ -12,13 +12,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import psutil  # noqa: E402
+from machine import stamp  # noqa: E402
 
 from reelscope.config import Settings  # noqa: E402
 from reelscope.pipeline.analyzer import Analyzer  # noqa: E402
@@ -100,9 +99,7 @@ def main() -> None:
         "text encoder": lambda: models.text_encoder.encode("This is my cat 这是我的猫"),
         "whole analysis, alone": lambda: analyzer.analyze(args.clip, force=True),
     }
-    out: dict[str, Any] = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
-                           "cpu_cores": os.cpu_count(), "clip": args.clip.name,
-                           "command": " ".join(sys.argv), "parts": {}}
+    out: dict[str, Any] = {**stamp(), "clip": args.clip.name, "parts": {}}
     for name, fn in parts.items():
         out["parts"][name] = measure(fn, args.runs)
         print(name, out["parts"][name], flush=True)

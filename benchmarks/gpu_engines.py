@@ -31,6 +31,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from machine import stamp
+
 from reelscope.engine import bench, compiler
 from reelscope.engine.options import BuildOptions, CalibrationOptions, Profile
 
@@ -128,7 +130,7 @@ def run(folder: Path, out: Path | None) -> None:
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(fresh, "inductor")
     os.environ["TRITON_CACHE_DIR"] = os.path.join(fresh, "triton")
     results: dict[str, object] = {
-        "gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
+        **stamp(), "gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
         "engines": {}, "eager": {},
     }
     for path in sorted(folder.glob("*.engine")):

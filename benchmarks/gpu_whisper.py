@@ -26,13 +26,14 @@ import shutil
 import statistics
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from machine import stamp  # noqa: E402
 
 from reelscope.tasks.asr_torch import (  # noqa: E402
     DTYPES,
@@ -98,8 +99,7 @@ def cpu_baseline(repeat: int) -> None:
 
     model_dir = prepare_model_dir(Path(os.environ.get("REELSCOPE_CACHE_DIR", "/tmp/rs-cache")))
     audio = decode_audio(probe(ROOT / "samples" / "sample.mp4", Limits(180, 4096, 512)))
-    result: dict[str, object] = {"date": datetime.now(UTC).isoformat(timespec="seconds"),
-                                 "cpu_count": os.cpu_count()}
+    result: dict[str, object] = stamp()
     for name, rec in (("faster-whisper int8", SpeechRecognizer(model_dir, threads=2)),
                       ("torch fp32", TorchSpeechRecognizer(model_dir))):
         text = rec.transcribe(audio).text
@@ -128,10 +128,9 @@ def run(parts: list[Path], inputs: Path, out: Path) -> None:
     tokens = WhisperTokens.from_dict(expected["tokens"])
     device = torch.device("cuda")
     result: dict[str, object] = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        **stamp(),
         "device": torch.cuda.get_device_name(0),
         "torch": torch.__version__,
-        "command": "benchmarks/gpu_whisper.py run",
         "expected_text": expected["cpu_text_faster_whisper"],
         "windows": len(mel),
     }

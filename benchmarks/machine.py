@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+import sys
+from datetime import UTC, datetime
 from typing import Any
 
 from reelscope.engine.manifest import cpu_identity
@@ -45,3 +47,10 @@ def describe(m: dict[str, Any]) -> str:
     """One line for a printout: 'Intel(R) Xeon(R) ..., 2 cores (avx2 avx512f ...)'."""
     gpus = f"; {', '.join(m['gpus'])}" if m.get("gpus") else ""
     return f"{m['cpu']}, {m['cpu_cores']} cores ({m['cpu_flags']}){gpus}"
+
+
+def stamp() -> dict[str, Any]:
+    """The keys every results file starts with: date, machine, command and commit."""
+    return {"date": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
+            "command": " ".join(["benchmarks/" + os.path.basename(sys.argv[0]), *sys.argv[1:]]),
+            "commit": commit()}

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -32,10 +31,10 @@ sys.path[:0] = [str(ROOT / "scripts"), str(ROOT / "tests")]
 
 import traffic  # noqa: E402
 from faults import perturb_engine  # noqa: E402
+from machine import stamp  # noqa: E402
 
 from reelscope.config import Settings  # noqa: E402
 from reelscope.engine import compiler  # noqa: E402
-from reelscope.engine.manifest import cpu_identity  # noqa: E402
 from reelscope.engine.options import BuildOptions, CalibrationOptions, Profile  # noqa: E402
 from reelscope.monitor import drift  # noqa: E402
 from reelscope.pipeline.analyzer import Analyzer  # noqa: E402
@@ -146,9 +145,7 @@ def main() -> None:
             print(label, caught[label], flush=True)
         frames = [len(c) for c in normal]
     result = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{cpu_identity()['cpu']}, {os.cpu_count()} cores",
-        "command": "benchmarks/monitor_false_alarms.py --videos " + str(args.videos),
+        **stamp(),
         "videos": args.videos,
         "frames_per_video": {"min": min(frames), "max": max(frames)},
         "reference_values": len(reference),

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 
+from machine import stamp
+
 from reelscope.config import Settings
-from reelscope.engine.manifest import cpu_identity
 from reelscope.pipeline.analyzer import Analyzer
 from reelscope.pipeline.models import Models
 from reelscope.store.store import Store
@@ -47,9 +46,7 @@ def main() -> None:
                 labels[monitor].append(report.timings_s["labels"])
                 ocr[monitor].append(report.timings_s["ocr"])
     result = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{cpu_identity()['cpu']}, {os.cpu_count()} cores",
-        "command": f"benchmarks/monitor_overhead.py --repeat {args.repeat}",
+        **stamp(),
         "clip": args.clip.name,
         **{
             ("monitor_on" if m else "monitor_off"): {

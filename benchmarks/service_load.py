@@ -21,7 +21,6 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -30,9 +29,8 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "scripts")]
 
+from machine import stamp  # noqa: E402
 from service_harness import Receiver, Server, tiny_clip  # noqa: E402
-
-from reelscope.engine.manifest import cpu_identity  # noqa: E402
 
 PG_ADMIN = os.environ.get("REELSCOPE_TEST_PG",
                           "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -101,10 +99,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=16)
     args = ap.parse_args()
     result: dict[str, object] = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": f"{cpu_identity()['cpu']}, {os.cpu_count()} cores",
-        "command": f"benchmarks/service_load.py --videos {args.videos} "
-                   f"--concurrency {args.concurrency}",
+        **stamp(),
     }
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
