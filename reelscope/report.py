@@ -17,13 +17,20 @@ class VideoInfo:
     id: str
     sha256: str
     duration_s: float
-    width: int
+    width: int  # as displayed (rotation and sample aspect ratio applied)
     height: int
     fps: float
     has_audio: bool
     video_codec: str = ""
     audio_codec: str = ""
     filename: str = ""
+    rotation: int = 0  # clockwise degrees the stored picture is turned to be shown
+    mirrored: bool = False  # shown mirrored left to right (before the rotation)
+    hdr: str = ""  # "pq" or "hlg" when the video is HDR (tone-mapped for the models)
+    bit_depth: int = 8
+    audio_track: int = -1  # which audio track was used (0-based among them), -1: none
+    audio_tracks: int = 0
+    audio_language: str = ""
 
 
 @dataclass(frozen=True)

@@ -24,12 +24,13 @@ import av
 from reelscope.errors import CorruptMediaError
 from reelscope.video.decode import (
     Frame,
+    Pictures,
     VideoIndex,
     check_ends,
     decode_wanted,
-    frame_size,
     index_video,
     sample_frames,
+    video_stream,
 )
 from reelscope.video.media import MediaInfo
 
@@ -66,15 +67,14 @@ class _Stopped(Exception):
     another segment, or a caller that closed the generator)."""
 
 
-def _decode(info: MediaInfo, index: VideoIndex, segment: Segment, size: tuple[int, int],
+def _decode(info: MediaInfo, index: VideoIndex, segment: Segment, pictures: Pictures,
             threads: int, out: SimpleQueue[object], stop: threading.Event) -> float:
     """Put a :class:`Frame` into ``out`` for each chosen frame of ``segment``; return the
-    time of the last frame decoded."""
-    width, height = size
+    time (from the video's start) of the last frame decoded."""
     left = {pts for pts in index.chosen if segment.start_s <= index.times[pts] < segment.end_s}
     last_t, decoded = -1.0, 0
     with av.open(str(info.path)) as container:
-        stream = container.streams.video[0]
+        stream = video_stream(container, info)
         stream.thread_type = "AUTO"
         stream.codec_context.thread_count = threads
         if segment.start_pts is not None:
@@ -84,13 +84,13 @@ def _decode(info: MediaInfo, index: VideoIndex, segment: Segment, size: tuple[in
                 if stop.is_set():
                     raise _Stopped
                 decoded += 1
-                if frame.time is not None:
-                    last_t = max(last_t, frame.time)
+                if frame.pts is not None:
+                    last_t = max(last_t, index.times.get(frame.pts, last_t))
                 if frame.pts in left:
                     left.discard(frame.pts)
-                    out.put(Frame(index=index.chosen[frame.pts], time_s=float(frame.time),
-                                  rgb=frame.to_ndarray(format="rgb24", width=width,
-                                                       height=height)))
+                    out.put(Frame(index=index.chosen[frame.pts],
+                                  time_s=max(0.0, index.times[frame.pts]),
+                                  rgb=pictures(frame)))
                 if not left or last_t >= segment.end_s:
                     break
         except av.FFmpegError:
@@ -116,7 +116,7 @@ def decode_frames(info: MediaInfo, fps: float, workers: int, threads: int = 0
     if found is None or len(segments) < 2:
         yield from sample_frames(info, fps, threads=threads, index=found)
         return
-    size = frame_size(info)
+    pictures = Pictures(info)
     per_segment = threads or max(1, (workers * 2) // len(segments))
     queue: SimpleQueue[object] = SimpleQueue()
     stop = threading.Event()
@@ -124,7 +124,7 @@ def decode_frames(info: MediaInfo, fps: float, workers: int, threads: int = 0
 
     def run(segment: Segment) -> None:
         try:
-            queue.put((done, _decode(info, found, segment, size, per_segment, queue, stop)))
+            queue.put((done, _decode(info, found, segment, pictures, per_segment, queue, stop)))
         except BaseException as exc:  # reaches the consumer
             queue.put(exc)
 
