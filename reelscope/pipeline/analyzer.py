@@ -1,14 +1,18 @@
 """One analysis, start to finish: decode, run every task, aggregate, store.
 
-Two lanes run at once on the CPU: speech (audio decode, Whisper, Chromaprint,
-then the sentiment models' warm-up) and pictures (frame decode, classifier, OCR,
-PDQ, then the text encoder's warm-up).
-Everything that needs both comes after, and the database is written once, in
-one transaction, at the very end.
+Two lanes run at once: speech (audio decode, Whisper, Chromaprint, then the
+sentiment models' warm-up) and pictures (frame decode, then the text encoder's
+warm-up). Each sampled frame goes, as it is decoded, to the classifier (a batch
+at a time), to OCR and to the frame hashes (each in a thread of its own, fed
+through a short queue), and to the caller's ``on_frame``; no list of every frame
+is kept, so a long video takes no more memory than a short one.
+Everything that needs both lanes comes after, and the database is written once,
+in one transaction, at the very end.
 """
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -17,7 +21,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from queue import SimpleQueue
 from typing import Generic, TypeVar
 
 import numpy as np
@@ -32,8 +35,8 @@ from reelscope.tasks.classify import video_labels, visual_embedding
 from reelscope.tasks.copyright import match_library
 from reelscope.tasks.fingerprint import (
     Fingerprint,
+    FrameHasher,
     audio_fingerprint,
-    fingerprint,
     frame_hashes,
 )
 from reelscope.tasks.ocr import (
@@ -91,16 +94,17 @@ class Analyzer:
         self,
         path: Path,
         force: bool = False,
-        on_frames: Callable[[list[Frame]], None] | None = None,
+        on_frame: Callable[[Frame], None] | None = None,
         filename: str | None = None,
     ) -> Outcome:
         """Analyze ``path`` (or return the stored report of the same content).
 
-        ``on_frames`` receives the sampled frames once they are decoded;
-        ``filename`` is the name reported (default: the file's own).
+        ``on_frame`` receives each sampled frame as it is decoded (in any order when the
+        video is decoded in segments); ``filename`` is the name reported (default: the
+        file's own).
         """
         with _IN_FLIGHT.entered() as in_flight:
-            return self._analyze(path, force, on_frames, filename,
+            return self._analyze(path, force, on_frame, filename,
                                  self._parallelism(in_flight))
 
     def _parallelism(self, in_flight: int) -> _Parallelism:
@@ -116,7 +120,7 @@ class Analyzer:
             or (4 if alone else 1),
         )
 
-    def _analyze(self, path: Path, force: bool, on_frames: Callable[[list[Frame]], None] | None,
+    def _analyze(self, path: Path, force: bool, on_frame: Callable[[Frame], None] | None,
                  filename: str | None, parallel: _Parallelism) -> Outcome:
         start = time.perf_counter()
         check_file(path, self.limits)
@@ -129,38 +133,32 @@ class Analyzer:
         timings: dict[str, float] = {}
         step = 1.0 / self.settings.sample_fps
 
-        # On a GPU the models wait on the CPU work around them, so OCR's pre- and
-        # post-processing and the frame hashes take each frame as it is decoded.
-        streamed = self.models.on_torch and self.overlap
-        with ThreadPoolExecutor(max_workers=3, thread_name_prefix="lane") as lanes:
+        with ThreadPoolExecutor(max_workers=4, thread_name_prefix="lane") as lanes:
             speech = lanes.submit(self._speech_lane, info, timings)
             if not self.overlap:
                 speech.result()
-            # frames go to the classifier as they are decoded (on a GPU, it runs meanwhile)
+            # overlap=False: each task reads the frames after decoding, one after another
+            lane: Callable[..., FrameLane | DeferredLane] = (
+                partial(FrameLane, lanes) if self.overlap else DeferredLane)
             job = self.models.classifier.start()
-            consumers: list[Callable[[Frame], None]] = [job.add]
-            text_lane = (FrameLane(lanes, partial(self._read_text, readers=parallel.ocr_readers))
-                         if streamed else None)
-            hash_lane = FrameLane(lanes, frame_hashes) if streamed else None
-            consumers += [lane.add for lane in (text_lane, hash_lane) if lane is not None]
+            text_lane = lane(partial(self._read_text, readers=parallel.ocr_readers))
+            hash_lane = lane(frame_hashes)
+            consumers: list[Callable[[Frame], None]] = [job.add, text_lane.add, hash_lane.add]
+            if on_frame is not None:
+                consumers.append(on_frame)
             try:
-                frames = self._decode_frames(info, timings, parallel, consumers)
+                self._decode_frames(info, timings, parallel, consumers)
             finally:
-                for lane in (text_lane, hash_lane):
-                    if lane is not None:
-                        lane.close()
-            if on_frames is not None:
-                on_frames(frames)
+                text_lane.close()
+                hash_lane.close()
             with self._timed("labels", timings):
                 classified = job.result()
                 labels = video_labels(classified, step, info.duration_s)
             with self._timed("ocr", timings):
-                texts, ocr_engine = (text_lane.result() if text_lane is not None
-                                     else self._read_text(frames, readers=1))
+                texts, ocr_engine = text_lane.result()
                 ocr = merge_captions(texts, step, info.duration_s)
             with self._timed("fingerprint", timings):
-                hashes, quality = (hash_lane.result() if hash_lane is not None
-                                   else frame_hashes(frames))
+                hashes, quality = hash_lane.result()
             _ = self.models.text_encoder
             transcript, audio_fp, audio_item_s = speech.result()
         fp = Fingerprint(step, hashes, quality, audio_fp, audio_item_s)
@@ -208,12 +206,13 @@ class Analyzer:
         sha = sha256_file(path)
         info = probe(path, self.limits)
         timings: dict[str, float] = {}
+        hasher = FrameHasher()
         with _IN_FLIGHT.entered() as in_flight:
-            frames = self._decode_frames(info, timings, self._parallelism(in_flight))
+            self._decode_frames(info, timings, self._parallelism(in_flight), [hasher.add])
         with self._timed("fingerprint", timings):
-            fp: Fingerprint = fingerprint(
-                frames, decode_audio(info), 1.0 / self.settings.sample_fps
-            )
+            hashes, quality = hasher.result()
+            items, item_s = audio_fingerprint(decode_audio(info))
+            fp = Fingerprint(1.0 / self.settings.sample_fps, hashes, quality, items, item_s)
         with self._timed("store", timings):
             return self.store.add_reference(sha, title, info.duration_s, fp)
 
@@ -232,17 +231,14 @@ class Analyzer:
 
     def _decode_frames(self, info: MediaInfo, timings: dict[str, float],
                        parallel: _Parallelism,
-                       consumers: Sequence[Callable[[Frame], None]] = ()) -> list[Frame]:
-        """The sampled frames in time order; ``consumers`` get each as it is decoded
-        (in any order when the video is decoded in segments)."""
-        frames: list[Frame] = []
+                       consumers: Sequence[Callable[[Frame], None]]) -> None:
+        """Hand each sampled frame to ``consumers`` as it is decoded (in any order when
+        the video is decoded in segments)."""
         with self._timed("decode", timings):
             for frame in decode_frames(info, self.settings.sample_fps,
                                        parallel.decode_segments, parallel.decode_threads):
-                frames.append(frame)
                 for consume in consumers:
                     consume(frame)
-        return sorted(frames, key=lambda f: f.index)
 
     def _read_text(self, frames: Iterable[Frame],
                    readers: int) -> tuple[list[FrameText], EngineUse]:
@@ -251,7 +247,7 @@ class Analyzer:
             # several frames at once: their CPU work overlaps, their model calls batch
             with ThreadPoolExecutor(readers, thread_name_prefix="ocr") as pool:
                 texts = read_frames_concurrently(self._read_one, frames, threshold, refresh,
-                                                 pool)
+                                                 pool, readers)
             with self.models.ocr_reader() as reader:
                 return texts, reader.engine_use()
         with self.models.ocr_reader() as reader:
@@ -305,10 +301,12 @@ _IN_FLIGHT = _InFlight()
 
 class FrameLane(Generic[T]):
     """Work on a video's frames, in a thread of its own, fed one frame at a time while
-    the video decodes."""
+    the video decodes. At most ``depth`` frames wait for it: decoding waits for a slow
+    lane instead of piling frames up in memory."""
 
-    def __init__(self, pool: ThreadPoolExecutor, work: Callable[[Iterator[Frame]], T]) -> None:
-        self._queue: SimpleQueue[Frame | None] = SimpleQueue()
+    def __init__(self, pool: ThreadPoolExecutor, work: Callable[[Iterator[Frame]], T],
+                 depth: int = 8) -> None:
+        self._queue: queue.Queue[Frame | None] = queue.Queue(maxsize=depth)
         self._closed = False
         self._future = pool.submit(work, self._frames())
 
@@ -316,18 +314,46 @@ class FrameLane(Generic[T]):
         while (frame := self._queue.get()) is not None:
             yield frame
 
+    def _put(self, item: Frame | None) -> None:
+        while True:
+            try:
+                self._queue.put(item, timeout=0.05)
+                return
+            except queue.Full:
+                if self._future.done():  # the work ended (failed): it takes nothing more
+                    return
+
     def add(self, frame: Frame) -> None:
-        self._queue.put(frame)
+        self._put(frame)
 
     def close(self) -> None:
         """No more frames (also when decoding failed: the work ends on what it got)."""
         if not self._closed:
             self._closed = True
-            self._queue.put(None)
+            self._put(None)
 
     def result(self) -> T:
         self.close()
         return self._future.result()
+
+
+class DeferredLane(Generic[T]):
+    """A :class:`FrameLane` that does its work after decoding, in the caller's thread
+    (the naive, one-task-after-another baseline of the benchmarks; it keeps every frame)."""
+
+    def __init__(self, work: Callable[[Iterator[Frame]], T]) -> None:
+        self._work = work
+        self._frames: list[Frame] = []
+
+    def add(self, frame: Frame) -> None:
+        self._frames.append(frame)
+
+    def close(self) -> None:
+        pass
+
+    def result(self) -> T:
+        frames, self._frames = sorted(self._frames, key=lambda f: f.index), []
+        return self._work(iter(frames))
 
 
 def _video_info(info: MediaInfo, sha: str, filename: str) -> VideoInfo:
@@ -342,4 +368,11 @@ def _video_info(info: MediaInfo, sha: str, filename: str) -> VideoInfo:
         video_codec=info.video_codec,
         audio_codec=info.audio_codec,
         filename=filename,
+        rotation=info.orientation.rotation,
+        mirrored=info.orientation.mirrored,
+        hdr=info.transfer,
+        bit_depth=info.bit_depth,
+        audio_track=info.audio_track,
+        audio_tracks=info.audio_tracks,
+        audio_language=info.audio_language,
     )

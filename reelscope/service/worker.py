@@ -22,9 +22,9 @@ from reelscope.service.metrics import Metrics
 from reelscope.store.jobs import Job, JobQueue, Status
 from reelscope.store.store import Store
 from reelscope.store.thumbnails import Thumbnails
-from reelscope.video.decode import Frame, sample_frames
+from reelscope.video.decode import sample_frames
 from reelscope.video.media import Limits, probe
-from reelscope.video.thumbnails import thumbnails
+from reelscope.video.thumbnails import ThumbnailMaker, thumbnails
 
 log = logging.getLogger("reelscope.worker")
 IDLE_POLL_S = 0.5
@@ -125,16 +125,17 @@ class WorkerPool:
     def _analyze(self, job: Job, path: Path, stage: dict[str, str]) -> tuple[Status, str]:
         if not path.exists():
             return "failed", "the uploaded file is no longer in the spool"
-        frames: list[Frame] = []
+        maker = ThumbnailMaker()
         analyzer = Analyzer(
             self.settings, self.store, self.models, progress=lambda s: stage.update(name=s)
         )
         try:
-            outcome = analyzer.analyze(path, on_frames=frames.extend, filename=job.filename)
-            if frames:
+            outcome = analyzer.analyze(path, on_frame=maker.add, filename=job.filename)
+            if not outcome.cached:
+                self.thumbs.save(job.sha256, maker.result())
+            elif not self.thumbs.times(job.sha256):  # stored by the CLI: no thumbnails yet
+                frames = sample_frames(probe(path, Limits.of(self.settings)), 1.0)
                 self.thumbs.save(job.sha256, thumbnails(frames))
-            elif not self.thumbs.times(job.sha256):
-                self.thumbs.save(job.sha256, thumbnails(list(self._frames(path))))
         except InputError as exc:
             return "failed", str(exc).replace(f"{path}: ", "")
         except ReelscopeError as exc:
@@ -146,9 +147,6 @@ class WorkerPool:
         if self.metrics is not None and not outcome.cached:
             self.metrics.observe_report(outcome.report)
         return "done", ""
-
-    def _frames(self, path: Path) -> list[Frame]:
-        return list(sample_frames(probe(path, Limits.of(self.settings)), 1.0))
 
     def _heartbeat(
         self, job: Job, worker: str, stage: dict[str, str], done: threading.Event

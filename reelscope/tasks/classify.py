@@ -130,44 +130,64 @@ class Classifier:
             )
         return EngineUse(runner.NAME, runner.precision, model(MODEL_KEY).name)
 
-    def start(self) -> FrameCollector:
-        """A job that takes frames as they are decoded (classified at its ``result``)."""
-        return FrameCollector(self)
+    def start(self) -> ClassifyJob:
+        """A job that takes frames as they are decoded, classifying each full batch at once
+        (so no more than a batch of frames is held), the rest at its ``result``. Its
+        ``add`` and ``result`` are called from one thread."""
+        return ClassifyJob(self)
 
     def run(self, frames: Sequence[Frame]) -> ClassifyOutput:
-        guarded = self.runner if isinstance(self.runner, GuardedRunner) else None
-        if guarded is not None:
-            guarded.begin()
-        probs, feats = [], []
-        for start in range(0, len(frames), self.batch_size):
-            chunk = frames[start : start + self.batch_size]
-            out = self.runner.infer({"image": preprocess([f.rgb for f in chunk])})
-            probs.append(softmax(out["logits"]))
-            feats.append(out["features"])
-        return ClassifyOutput(
-            times_s=np.array([f.time_s for f in frames], dtype=np.float64),
-            probs=np.concatenate(probs) if probs else np.zeros((0, 1000), np.float32),
-            features=np.concatenate(feats) if feats else np.zeros((0, 1280), np.float32),
-            paths=frozenset(guarded.paths()) if guarded is not None else frozenset({"engine"}),
-        )
+        job = self.start()
+        for frame in frames:
+            job.add(frame)
+        return job.result()
+
+
+class ClassifyJob:
+    """One video's frames through a :class:`Classifier`, a batch at a time."""
+
+    def __init__(self, classifier: Classifier) -> None:
+        self.classifier = classifier
+        runner = classifier.runner
+        self.guarded = runner if isinstance(runner, GuardedRunner) else None
+        if self.guarded is not None:
+            self.guarded.begin()
+        self.pending: list[Frame] = []
+        self.done: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def add(self, frame: Frame) -> None:
+        self.pending.append(frame)
+        if len(self.pending) >= self.classifier.batch_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.pending:
+            return
+        frames = sorted(self.pending, key=lambda f: f.index)  # a video's frames in order
+        self.pending = []
+        out = self.classifier.runner.infer({"image": preprocess([f.rgb for f in frames])})
+        self.done.append((np.array([f.index for f in frames]),
+                          np.array([f.time_s for f in frames], dtype=np.float64),
+                          softmax(out["logits"]), np.asarray(out["features"])))
+
+    def result(self) -> ClassifyOutput:
+        """The frames' classes and features in frame order (they may come in any order)."""
+        self._flush()
+        paths = (frozenset(self.guarded.paths()) if self.guarded is not None
+                 else frozenset({"engine"}))
+        if not self.done:
+            return ClassifyOutput(np.zeros(0), np.zeros((0, 1000), np.float32),
+                                  np.zeros((0, 1280), np.float32), paths)
+        index, times, probs, features = (np.concatenate(part) for part in zip(*self.done,
+                                                                              strict=True))
+        order = np.argsort(index, kind="stable")
+        return ClassifyOutput(times[order], probs[order], features[order], paths)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Class probabilities from (n, classes) logits (n may be 0)."""
     e = np.exp(logits - logits.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
-
-
-class FrameCollector:
-    def __init__(self, classifier: Classifier) -> None:
-        self.classifier = classifier
-        self.frames: list[Frame] = []
-
-    def add(self, frame: Frame) -> None:
-        self.frames.append(frame)
-
-    def result(self) -> ClassifyOutput:
-        return self.classifier.run(sorted(self.frames, key=lambda f: f.index))
 
 
 def video_labels(out: ClassifyOutput, step_s: float, duration_s: float) -> tuple[Label, ...]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import cv2
@@ -54,20 +54,32 @@ class Fingerprint:
         )
 
 
-def frame_hashes(frames: Iterable[Frame]) -> tuple[np.ndarray, np.ndarray]:
-    """PDQ hash (packed, (n, 32) uint8) and quality of each frame, in frame order (the
-    frames may come in any order)."""
-    import pdqhash
+class FrameHasher:
+    """PDQ hashes of frames handed over one at a time (no frame is kept)."""
 
-    done: list[tuple[int, np.ndarray, int]] = []
-    for frame in frames:
+    def __init__(self) -> None:
+        self.done: list[tuple[int, np.ndarray, int]] = []
+
+    def add(self, frame: Frame) -> None:
+        import pdqhash
+
         bits, q = pdqhash.compute(_shrunk(frame.rgb))
-        done.append((frame.index, np.packbits(bits.astype(np.uint8)), int(q)))
-    done.sort(key=lambda item: item[0])
-    hashes = [h for _, h, _ in done]
-    quality = [q for _, _, q in done]
-    return (np.stack(hashes) if hashes else np.zeros((0, 32), dtype=np.uint8),
-            np.array(quality, dtype=np.uint8))
+        self.done.append((frame.index, np.packbits(bits.astype(np.uint8)), int(q)))
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """PDQ hash (packed, (n, 32) uint8) and quality of each frame, in frame order (the
+        frames may come in any order)."""
+        done = sorted(self.done, key=lambda item: item[0])
+        return (np.stack([h for _, h, _ in done]) if done else np.zeros((0, 32), np.uint8),
+                np.array([q for _, _, q in done], dtype=np.uint8))
+
+
+def frame_hashes(frames: Iterable[Frame]) -> tuple[np.ndarray, np.ndarray]:
+    """:meth:`FrameHasher.result` of ``frames``."""
+    hasher = FrameHasher()
+    for frame in frames:
+        hasher.add(frame)
+    return hasher.result()
 
 
 def _shrunk(rgb: np.ndarray) -> np.ndarray:
@@ -87,7 +99,7 @@ def audio_fingerprint(audio: np.ndarray) -> tuple[np.ndarray, float]:
     return raw_fingerprint(audio, AUDIO_RATE)
 
 
-def fingerprint(frames: Sequence[Frame], audio: np.ndarray, frame_step_s: float) -> Fingerprint:
+def fingerprint(frames: Iterable[Frame], audio: np.ndarray, frame_step_s: float) -> Fingerprint:
     hashes, quality = frame_hashes(frames)
     items, item_s = audio_fingerprint(audio)
     return Fingerprint(frame_step_s, hashes, quality, items, item_s)

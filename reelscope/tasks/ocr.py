@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import difflib
 import logging
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
     from reelscope.gpu.ocr import TorchModel
 
 MIN_TEXT_SCORE = 0.6
+MIN_FRAME_SIDE = 8  # frames narrower or shorter than this (pixels) hold no readable text
 SAME_TEXT_RATIO = 0.8  # captions this similar in consecutive frames are one caption
 
 
@@ -170,6 +172,8 @@ class OcrReader:
         return [r for r in self.engines or () if isinstance(r, GuardedRunner)]
 
     def read(self, rgb: np.ndarray) -> tuple[TextLine, ...]:
+        if min(rgb.shape[:2]) < MIN_FRAME_SIDE:
+            return ()  # no readable text fits
         bgr = np.ascontiguousarray(rgb[:, :, ::-1])
         result: Any = self._engine(bgr, use_det=True, use_cls=False, use_rec=True)
         if result.boxes is None or result.txts is None or result.scores is None:
@@ -205,33 +209,48 @@ def read_frames(
     """OCR the frames, reusing the last result for frames that did not change.
 
     A frame is read again at least every ``refresh_s`` seconds, so slow changes
-    that never cross the threshold between two frames are still caught.
+    that never cross the threshold between two frames are still caught. No frame is
+    kept once it has been read.
     """
-    planned = [(frame, reader.read(frame.rgb) if needed else None)
+    planned = [(frame.index, frame.time_s, reader.read(frame.rgb) if needed else None)
                for frame, needed in _plan(frames, change_threshold, refresh_s)]
     return _in_order(planned)
 
 
 def read_frames_concurrently(
     read: Callable[[np.ndarray], tuple[TextLine, ...]], frames: Iterable[Frame],
-    change_threshold: float, refresh_s: float, pool: Executor,
+    change_threshold: float, refresh_s: float, pool: Executor, readers: int,
 ) -> list[FrameText]:
-    """:func:`read_frames`, with the frames to read handed to ``pool`` as they arrive
-    (``read`` must be safe to call from several threads at once)."""
-    planned = [(frame, pool.submit(read, frame.rgb) if needed else None)
-               for frame, needed in _plan(frames, change_threshold, refresh_s)]
-    return _in_order([(frame, None if pending is None else pending.result())
-                      for frame, pending in planned])
+    """:func:`read_frames`, with the frames to read handed to ``pool`` as they arrive,
+    at most ``2 * readers`` waiting or being read at once (``read`` must be safe to call
+    from several threads at once)."""
+    room = threading.BoundedSemaphore(2 * readers)
+
+    def read_one(rgb: np.ndarray) -> tuple[TextLine, ...]:
+        try:
+            return read(rgb)
+        finally:
+            room.release()
+
+    planned: list[tuple[int, float, Future[tuple[TextLine, ...]] | None]] = []
+    for frame, needed in _plan(frames, change_threshold, refresh_s):
+        if needed:
+            room.acquire()
+        planned.append((frame.index, frame.time_s,
+                        pool.submit(read_one, frame.rgb) if needed else None))
+    return _in_order([(index, time_s, None if pending is None else pending.result())
+                      for index, time_s, pending in planned])
 
 
-def _in_order(planned: list[tuple[Frame, tuple[TextLine, ...] | None]]) -> list[FrameText]:
+def _in_order(planned: list[tuple[int, float, tuple[TextLine, ...] | None]]
+              ) -> list[FrameText]:
     """The frames' texts in time order; a frame not read has its predecessor's."""
     out: list[FrameText] = []
-    for frame, lines in sorted(planned, key=lambda item: item[0].index):
+    for _, time_s, lines in sorted(planned, key=lambda item: item[0]):
         if lines is None:
-            out.append(FrameText(frame.time_s, out[-1].lines, reused=True))
+            out.append(FrameText(time_s, out[-1].lines, reused=True))
         else:
-            out.append(FrameText(frame.time_s, lines, reused=False))
+            out.append(FrameText(time_s, lines, reused=False))
     return out
 
 
