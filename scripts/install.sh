@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Install reelscope into ./.venv on a fresh Debian machine (Python 3.11).
+# Install reelscope into ./.venv on a fresh Debian machine (Python 3.11 by default; 3.12 and
+# 3.13 work too: PYTHON=python3.12).
 #   scripts/install.sh         the tool and its models
 #   scripts/install.sh --dev   also the test tools and what the test clips need
 set -euo pipefail
@@ -9,8 +10,9 @@ dev=0
 
 apt_pkgs=(libchromaprint1)
 # dev: speech and CJK captions for test clips; real photos (MATE wallpapers) for int8 tests;
-# a browser for the web page's test
-(( dev )) && apt_pkgs+=(espeak-ng fonts-wqy-zenhei mate-backgrounds chromium)
+# real speech with exact transcripts (LibriVox readings); a browser for the web page's test
+(( dev )) && apt_pkgs+=(espeak-ng fonts-wqy-zenhei mate-backgrounds pocketsphinx-testdata
+  chromium)
 missing=()
 for p in "${apt_pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -29,6 +31,12 @@ if [[ ! -x .venv/bin/python ]]; then
 fi
 .venv/bin/python -m pip install -q --upgrade pip
 extra=""; (( dev )) && extra="[dev]"
+# torch's CPU wheel first where none is installed (reelscope asks for a range, which on its
+# own would take a CUDA build of several GB)
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  echo ">> pip install torch==2.13.0 (CPU)" >&2
+  .venv/bin/python -m pip install -q torch==2.13.0
+fi
 echo ">> pip install -e .$extra (first time: several minutes)" >&2
 .venv/bin/python -m pip install -q -e ".$extra"
 # PP-OCRv6 tiny (optional faster OCR) declares Python 3.12 only; it runs on 3.11.
