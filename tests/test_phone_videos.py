@@ -165,6 +165,7 @@ def test_variable_frame_rate_times_come_from_timestamps(analyze: Analyze, clips:
     second = next(e for e in report.ocr if e.text == "It is raining")
     first = next(e for e in report.ocr if e.text == "Riders on the road")
     assert abs(second.start_s - 2.0) <= 0.1 and first.start_s == 0.0
+    assert all(e.start_s < e.end_s <= report.video.duration_s for e in report.ocr)
 
 
 def test_sixty_fps(analyze: Analyze, clips: Path) -> None:

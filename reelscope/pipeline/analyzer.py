@@ -147,16 +147,18 @@ class Analyzer:
             if on_frame is not None:
                 consumers.append(on_frame)
             try:
-                self._decode_frames(info, timings, parallel, consumers)
+                last_s = self._decode_frames(info, timings, parallel, consumers)
             finally:
                 text_lane.close()
                 hash_lane.close()
+            # a container may declare less than its last frame shows (seen with VFR files)
+            duration = max(info.duration_s, last_s + (1 / info.fps if info.fps > 0 else 0))
             with self._timed("labels", timings):
                 classified = job.result()
-                labels = video_labels(classified, step, info.duration_s)
+                labels = video_labels(classified, step, duration)
             with self._timed("ocr", timings):
                 texts, ocr_engine = text_lane.result()
-                ocr = merge_captions(texts, step, info.duration_s)
+                ocr = merge_captions(texts, step, duration)
             with self._timed("fingerprint", timings):
                 hashes, quality = hash_lane.result()
             _ = self.models.text_encoder
@@ -180,7 +182,7 @@ class Analyzer:
                 visual, text_vec, self.settings.similar_k, exclude=sha[:16]
             )
         report = Report(
-            video=_video_info(info, sha, filename or path.name),
+            video=_video_info(info, sha, filename or path.name, duration),
             labels=labels,
             ocr=ocr,
             transcript=transcript,
@@ -231,14 +233,17 @@ class Analyzer:
 
     def _decode_frames(self, info: MediaInfo, timings: dict[str, float],
                        parallel: _Parallelism,
-                       consumers: Sequence[Callable[[Frame], None]]) -> None:
+                       consumers: Sequence[Callable[[Frame], None]]) -> float:
         """Hand each sampled frame to ``consumers`` as it is decoded (in any order when
-        the video is decoded in segments)."""
+        the video is decoded in segments); the last frame's time."""
+        last_s = 0.0
         with self._timed("decode", timings):
             for frame in decode_frames(info, self.settings.sample_fps,
                                        parallel.decode_segments, parallel.decode_threads):
+                last_s = max(last_s, frame.time_s)
                 for consume in consumers:
                     consume(frame)
+        return last_s
 
     def _read_text(self, frames: Iterable[Frame],
                    readers: int) -> tuple[list[FrameText], EngineUse]:
@@ -356,11 +361,11 @@ class DeferredLane(Generic[T]):
         return self._work(iter(frames))
 
 
-def _video_info(info: MediaInfo, sha: str, filename: str) -> VideoInfo:
+def _video_info(info: MediaInfo, sha: str, filename: str, duration_s: float) -> VideoInfo:
     return VideoInfo(
         id=sha[:16],
         sha256=sha,
-        duration_s=info.duration_s,
+        duration_s=duration_s,
         width=info.width,
         height=info.height,
         fps=info.fps,
