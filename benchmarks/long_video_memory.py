@@ -60,12 +60,13 @@ def peak_run(clip: Path, src: Path, cache: Path, db: Path) -> dict[str, Any]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("clips", type=Path, nargs="+")
+    ap.add_argument("--src", type=Path, default=ROOT, help="the checkout measured")
     ap.add_argument("--baseline-src", type=Path, help="a checkout whose code is the baseline")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     result: dict[str, Any] = {**stamp(), "runs": []}
     print(describe(result["machine"]), flush=True)
-    sources = [("this checkout", ROOT)]
+    sources = [(f"measured {args.src}", args.src)]
     if args.baseline_src:
         sources.append((f"baseline {args.baseline_src}", args.baseline_src))
     with tempfile.TemporaryDirectory() as tmp:
