@@ -32,7 +32,7 @@ def peak_run(clip: Path, src: Path, cache: Path, db: Path) -> dict[str, Any]:
     start = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "reelscope", "analyze", str(clip), "--json", "--force",
-         "--max-duration-s", "3600"],
+         "--max-duration-s", "3600", "--max-file-mb", "4000"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=src)
     peak_kb, samples = 0, []
     status = Path(f"/proc/{proc.pid}/status")

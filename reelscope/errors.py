@@ -15,7 +15,9 @@
     │   ├── EngineFileError         not an engine file, or a truncated or corrupt one
     │   ├── EngineMismatchError     an engine built for another device or other versions
     │   ├── ShapeError              an input outside the engine's shapes or profiles
-    │   └── AccuracyGateError       a build less accurate than the fp32 reference allows
+    │   ├── AccuracyGateError       a build less accurate than the fp32 reference allows
+    │   └── DeviceError             the device failed a call (a launch failure, a lost GPU)
+    │       └── DeviceMemoryError   the device ran out of memory for a call
     ├── StoreError                  the database cannot be reached or written
     │   └── NotFoundError           no stored video or reference with that id
     └── ServiceError                refused by the HTTP service
@@ -25,8 +27,9 @@
 The HTTP layer maps this tree to status codes in one place
 (``reelscope.service.errors``).
 
-Library errors (PyAV, onnxruntime, ctranslate2, SQLAlchemy) are translated at
-the boundary with ``raise ... from exc`` so callers catch one tree.
+Library errors (PyAV, onnxruntime, torch, SQLAlchemy) are translated at the
+boundary with ``raise ... from exc`` so callers catch one tree; a device's errors
+where a model is run (``reelscope.engine.base.Runner.infer``).
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ __all__ = [
     "AuthError",
     "ConfigError",
     "CorruptMediaError",
+    "DeviceError",
+    "DeviceMemoryError",
     "EmptyInputError",
     "EngineError",
     "EngineFileError",
@@ -121,6 +126,14 @@ class ShapeError(EngineError):
 
 
 class AccuracyGateError(EngineError):
+    pass
+
+
+class DeviceError(EngineError):
+    pass
+
+
+class DeviceMemoryError(DeviceError):
     pass
 
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
-from reelscope.errors import ConfigError, EngineError
+from reelscope.errors import ConfigError, DeviceError, DeviceMemoryError, EngineError
 from reelscope.pipeline.batcher import BatcherOptions, DynamicBatcher
 
 
@@ -24,7 +26,7 @@ class StandIn:
     def __call__(self, x: np.ndarray) -> np.ndarray:
         too_big = self.oom_above is not None and len(x) > self.oom_above
         if too_big or np.any(x >= HUGE):
-            raise RuntimeError(f"CUDA out of memory. Tried to allocate {len(x)} frames")
+            raise DeviceMemoryError(f"stand-in: the device ran out of memory ({len(x)} frames)")
         if np.any(x < 0):
             raise ValueError("negative pixels: a poisoned input")
         time.sleep(self.delay_s)
@@ -112,7 +114,7 @@ def test_a_frame_that_never_fits_fails_only_its_video() -> None:
     with DynamicBatcher(model, BatcherOptions(max_batch=8, max_wait_s=0.3)) as batcher:
         fine = batcher.submit(frames(1, 3))
         huge = batcher.submit(frames(2, 1) + HUGE)
-        with pytest.raises(RuntimeError, match="CUDA out of memory"):
+        with pytest.raises(DeviceMemoryError, match="ran out of memory"):
             huge.result(timeout=5)
         np.testing.assert_array_equal(fine.result(timeout=5), frames(1, 3) * 2)
 
@@ -160,3 +162,37 @@ def test_items_of_different_shapes_wait_for_their_own_batch() -> None:
     np.testing.assert_array_equal(got_small, small.reshape(4, -1).sum(axis=1))
     np.testing.assert_array_equal(got_large, large.reshape(3, -1).sum(axis=1))
     assert sorted(calls) == [(3, 3, 4), (4, 2, 3)]
+
+
+@pytest.mark.parametrize(("raised", "becomes", "says"), [
+    (lambda: torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+     DeviceMemoryError, "the device ran out of memory (CUDA out of memory."),
+    (lambda: RuntimeError("CUDA error: unspecified launch failure\nCUDA kernel errors..."),
+     DeviceError, "the device failed (CUDA error: unspecified launch failure)"),
+    (lambda: RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Failed to allocate "
+                          "memory for requested buffer of size 123"),
+     DeviceMemoryError, "ran out of memory"),
+    (lambda: ValueError("bad reshape"), EngineError, "failed: ValueError: bad reshape"),
+], ids=["torch oom", "cuda launch failure", "onnxruntime oom", "other"])
+def test_device_errors_become_reelscope_errors_where_the_model_runs(
+        raised: Any, becomes: type[EngineError], says: str) -> None:
+    """A runner's library error is translated once, at ``Runner.infer``; an out-of-memory
+    one then makes the batcher split the batch (it looks only at the type)."""
+    from reelscope.engine.base import Runner, TensorSpec
+
+    class Failing(Runner):
+        NAME = "failing"
+        precision = "fp32"
+        input_specs = (TensorSpec("x", "float32", (None, 3)),)
+
+        def activate(self) -> None: ...
+
+        def deactivate(self) -> None: ...
+
+        def _infer(self, feed: Any) -> dict[str, np.ndarray]:
+            raise raised()
+
+    with Failing() as runner, pytest.raises(becomes) as caught:
+        runner.infer({"x": np.zeros((2, 3), np.float32)})
+    assert type(caught.value) is becomes and says in str(caught.value)
+    assert str(caught.value).startswith("the failing runner")

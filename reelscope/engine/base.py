@@ -18,7 +18,14 @@ from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import numpy as np
 
-from reelscope.errors import EngineError, ShapeError, UnsupportedBuildError
+from reelscope.errors import (
+    DeviceError,
+    DeviceMemoryError,
+    EngineError,
+    ReelscopeError,
+    ShapeError,
+    UnsupportedBuildError,
+)
 
 if TYPE_CHECKING:
     from reelscope.engine.calibration import InputSet
@@ -80,11 +87,19 @@ class Runner(ABC):
             self._active = False
 
     def infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The model's outputs for ``feed``; a library's or a device's failure comes out
+        as reelscope's :class:`EngineError` (:class:`DeviceMemoryError` when the device ran
+        out of memory, :class:`DeviceError` when it failed)."""
         if not self._active:
             raise EngineError(f"{self.NAME} runner used outside 'with runner:'")
         self.check_feed(feed)
         start = time.perf_counter()
-        out = self._infer(feed)
+        try:
+            out = self._infer(feed)
+        except ReelscopeError:
+            raise
+        except Exception as exc:
+            raise device_error(exc, f"the {self.NAME} runner") from exc
         self.last_inference_s = time.perf_counter() - start
         return out
 
@@ -108,6 +123,22 @@ class Runner(ABC):
         for profile in self.profiles:
             if profile.name in feed:
                 profile.check(tuple(feed[profile.name].shape))
+
+
+def device_error(exc: BaseException, where: str) -> EngineError:
+    """A library's exception from running a model, as reelscope's error. The libraries
+    say what went wrong only in their exception's type or text (torch raises
+    ``OutOfMemoryError`` and ``AcceleratorError``, older versions a RuntimeError naming
+    the CUDA error; ONNX Runtime a RuntimeError); this is the one place that reads them."""
+    kind, text = type(exc).__name__, str(exc)
+    first = text.strip().splitlines()[0] if text.strip() else kind
+    lowered = text.lower()
+    if isinstance(exc, MemoryError) or kind == "OutOfMemoryError" or "out of memory" in lowered \
+            or "failed to allocate memory" in lowered:
+        return DeviceMemoryError(f"{where}: the device ran out of memory ({first})")
+    if kind == "AcceleratorError" or "cuda error" in lowered or "device-side assert" in lowered:
+        return DeviceError(f"{where}: the device failed ({first})")
+    return EngineError(f"{where} failed: {kind}: {first}")
 
 
 def specs_from_profiles(profiles: tuple[Profile, ...]) -> tuple[TensorSpec, ...]:

@@ -62,6 +62,9 @@ def _import_onnx2torch() -> types.ModuleType:
 
 
 def _missing_op(name: str) -> object:
+    if name.startswith("__"):  # a module attribute such as __file__ (inspect reads them)
+        raise AttributeError(name)
+
     def unavailable(*_: object, **__: object) -> None:
         raise EngineError(f"torchvision.ops.{name} is unavailable: the installed torchvision "
                           "does not load beside this torch")

@@ -26,19 +26,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from reelscope.errors import ConfigError, EngineError
+from reelscope.errors import ConfigError, DeviceMemoryError, EngineError
 
 log = logging.getLogger("reelscope.batcher")
 
-ModelFn = Callable[[np.ndarray], np.ndarray]
+# a batch to its rows; or to its rows and a note on how they were made (say which path
+# of a guarded engine served it), which every request in the batch collects
+ModelFn = Callable[[np.ndarray], "np.ndarray | tuple[np.ndarray, str]"]
 Context = Callable[[], AbstractContextManager[object]]  # entered by a batcher's thread
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    """torch.cuda.OutOfMemoryError, MemoryError, or an error that says it ran out of memory."""
-    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
-        return True
-    return "out of memory" in str(exc).lower()
+    """The device ran out of memory (the runners translate the libraries' errors)."""
+    return isinstance(exc, DeviceMemoryError | MemoryError)
 
 
 @dataclass(frozen=True)
@@ -65,9 +65,17 @@ class BatcherStats:
         return self.items / self.batches if self.batches else 0.0
 
 
+class BatchFuture(Future[np.ndarray]):
+    """One request's rows; ``notes`` holds the model's notes on the batches that served it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.notes: set[str] = set()
+
+
 class _Request:
     def __init__(self, n: int) -> None:
-        self.future: Future[np.ndarray] = Future()
+        self.future = BatchFuture()
         self.rows: list[np.ndarray | None] = [None] * n
         self.left = n
         self.failed = False
@@ -105,7 +113,7 @@ class DynamicBatcher:
 
     # callers ------------------------------------------------------------------------
 
-    def submit(self, items: Sequence[np.ndarray] | np.ndarray) -> Future[np.ndarray]:
+    def submit(self, items: Sequence[np.ndarray] | np.ndarray) -> BatchFuture:
         """Queue one request's items; the future gives the model's rows for them, in order."""
         request = _Request(len(items))
         if len(items) == 0:
@@ -178,7 +186,7 @@ class DynamicBatcher:
                 self._run(batch[start : start + self.batch_limit])
             return
         try:
-            out = np.asarray(self.model(np.stack([item.data for item in batch])))
+            result = self.model(np.stack([item.data for item in batch]))
         except Exception as exc:
             if self.oom(exc) and len(batch) > 1:
                 half = len(batch) // 2
@@ -194,6 +202,8 @@ class DynamicBatcher:
                     request.failed = True
                     request.future.set_exception(exc)
             return
+        rows, note = result if isinstance(result, tuple) else (result, "")
+        out = np.asarray(rows)
         if len(out) != len(batch):
             error = EngineError(
                 f"model {self.name!r} returned {len(out)} rows for a batch of {len(batch)}")
@@ -209,6 +219,8 @@ class DynamicBatcher:
             request = item.request
             if request.failed:
                 continue
+            if note:
+                request.future.notes.add(note)
             request.rows[item.index] = row
             request.left -= 1
             if request.left == 0:

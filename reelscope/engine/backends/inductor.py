@@ -250,11 +250,8 @@ class TorchRunner(Runner):
         return x.contiguous(memory_format=_layout(self.device, x.ndim))
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        try:
-            outs = self.run_tensors([self.to_device(feed[n]) for n in self.input_names])
-            values = [o.float().cpu().numpy() for o in outs]
-        except Exception as exc:
-            raise EngineError(f"the torch engine failed: {exc}") from exc
+        outs = self.run_tensors([self.to_device(feed[n]) for n in self.input_names])
+        values = [o.float().cpu().numpy() for o in outs]  # errors: Runner.infer translates
         names = self.output_names or tuple(f"output{i}" for i in range(len(values)))
         return dict(zip(names, values, strict=True))
 
