@@ -35,6 +35,7 @@ from machine import describe, stamp  # noqa: E402
 def reelscope_runs(clip: Path, repeat: int, cache: Path) -> dict[str, object]:
     from reelscope.config import Settings
     from reelscope.pipeline.analyzer import Analyzer
+    from reelscope.pipeline.runtime import Runtime
     from reelscope.store.store import Store
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -57,7 +58,7 @@ def reelscope_runs(clip: Path, repeat: int, cache: Path) -> dict[str, object]:
             )
             cold.append(time.perf_counter() - start)
         settings = Settings.from_env(db=f"{tmp}/warm.db", cache_dir=str(cache))
-        analyzer = Analyzer(settings, Store(settings.database_url))
+        analyzer = Analyzer(settings, Store(settings.database_url), Runtime(settings))
         analyzer.analyze(clip, force=True)
         warm, stages = [], []
         for _ in range(repeat):

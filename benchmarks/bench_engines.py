@@ -36,10 +36,11 @@ PROFILE = {"lite0": "image=1x3x224x224:8x3x224x224:128x3x224x224",
 
 def build_all(folder: Path, photos: Path, threads: int,
               models: list[str]) -> dict[str, dict[str, object]]:
+    from zoo import resnet50
+
     from reelscope.engine import compiler
     from reelscope.engine.options import Profile
     from reelscope.engine.source import export_onnx
-    from reelscope.engine.zoo import resnet50
     from reelscope.tasks import classify
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -85,7 +86,7 @@ def measure(kind: str, target: str, threads: int, min_time: float) -> list[dict[
         from reelscope.engine.source import ModelSource
 
         factory = {"lite0": "reelscope.tasks.classify:classifier_module",
-                   "resnet50": "reelscope.engine.zoo:resnet50"}[target]
+                   "resnet50": "zoo:resnet50"}[target]
         src = ModelSource("torch", factory)
         profile = Profile.parse(PROFILE[target])
         runner = EagerRunner(src.torch_module(), (profile.name,), src.output_names, (profile,))

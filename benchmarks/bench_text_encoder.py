@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from machine import stamp
 
 from reelscope.config import Settings
-from reelscope.pipeline.models import Models
+from reelscope.pipeline.runtime import Runtime
 
 TEXTS = (
     "Hello everyone. This is my cat. Every morning I make a cup of coffee. Today is a "
@@ -51,7 +51,7 @@ def main() -> None:
 
     cache = tempfile.mkdtemp(prefix="rs-te-")
     t = time.perf_counter()
-    encoder = Models(Settings.from_env({}, cache_dir=cache, device="cpu")).text_encoder
+    encoder = Runtime(Settings.from_env({}, cache_dir=cache, device="cpu")).text_encoder
     build_s = time.perf_counter() - t
     numpy_use = USE()
     rows = []

@@ -28,7 +28,7 @@ from machine import stamp  # noqa: E402
 
 from reelscope.config import Settings  # noqa: E402
 from reelscope.pipeline.analyzer import Analyzer  # noqa: E402
-from reelscope.pipeline.models import Models  # noqa: E402
+from reelscope.pipeline.runtime import Runtime  # noqa: E402
 from reelscope.store.store import Store  # noqa: E402
 from reelscope.tasks.fingerprint import audio_fingerprint, frame_hashes  # noqa: E402
 from reelscope.tasks.ocr import _plan  # noqa: E402
@@ -67,7 +67,7 @@ def main() -> None:
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="rs-budget-"))
     settings = Settings.from_env(db=str(work / "db.sqlite"), device=args.device)
-    models = Models(settings)
+    models = Runtime(settings)
     models.load_all()
     analyzer = Analyzer(settings, Store(settings.database_url), models)
     info = probe(args.clip, Limits.of(settings))

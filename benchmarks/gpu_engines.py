@@ -38,7 +38,7 @@ from reelscope.engine.options import BuildOptions, CalibrationOptions, Profile
 
 BATCHES = (1, 8, 32, 128)
 MODELS = {
-    "resnet50": ("reelscope.engine.zoo:resnet50", "input", "imagenet"),
+    "resnet50": ("zoo:resnet50", "input", "imagenet"),
     "lite0": ("reelscope.tasks.classify:classifier_module", "image", "symmetric"),
 }
 
@@ -55,7 +55,7 @@ def check_architecture() -> None:
     except ImportError:
         print("torchvision absent: architecture check skipped")
         return
-    from reelscope.engine.zoo import resnet50
+    from zoo import resnet50
 
     theirs = torchvision.models.resnet50().eval()
     ours = resnet50()

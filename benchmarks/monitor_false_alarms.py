@@ -38,7 +38,7 @@ from reelscope.engine import compiler  # noqa: E402
 from reelscope.engine.options import BuildOptions, CalibrationOptions, Profile  # noqa: E402
 from reelscope.monitor import drift  # noqa: E402
 from reelscope.pipeline.analyzer import Analyzer  # noqa: E402
-from reelscope.pipeline.models import Models  # noqa: E402
+from reelscope.pipeline.runtime import Runtime  # noqa: E402
 from reelscope.store.store import Store  # noqa: E402
 from reelscope.tasks import classify  # noqa: E402
 
@@ -50,7 +50,7 @@ def pipeline_runs(engine: Path, clips: list[Path], work: Path, cache: Path,
     s = Settings.from_env({}, db=str(work / f"{engine.stem}-{time.time_ns()}.db"),
                           cache_dir=str(cache), classifier_engine=str(engine), **settings)
     store = Store(s.database_url)
-    analyzer = Analyzer(s, store, Models(s))
+    analyzer = Analyzer(s, store, Runtime(s))
     entries = []
     for clip in clips:
         entry = analyzer.analyze(clip, force=True).report.engines["classify"]

@@ -17,7 +17,7 @@ from machine import stamp
 
 from reelscope.config import Settings
 from reelscope.pipeline.analyzer import Analyzer
-from reelscope.pipeline.models import Models
+from reelscope.pipeline.runtime import Runtime
 from reelscope.store.store import Store
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +33,7 @@ def main() -> None:
         for monitor in (True, False):
             s = Settings.from_env({}, db=f"{tmp}/{monitor}.db", cache_dir=f"{tmp}/cache",
                                   monitor=monitor)
-            analyzers[monitor] = Analyzer(s, Store(s.database_url), Models(s))
+            analyzers[monitor] = Analyzer(s, Store(s.database_url), Runtime(s))
             analyzers[monitor].analyze(args.clip, force=True)  # load and warm
         times: dict[bool, list[float]] = {True: [], False: []}
         labels: dict[bool, list[float]] = {True: [], False: []}

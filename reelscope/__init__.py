@@ -1,5 +1,12 @@
 """reelscope: understand a short video seconds after it is uploaded.
 
+    import reelscope
+
+    with reelscope.Runtime(device="auto") as rt:
+        report = rt.analyze("clip.mp4")              # stored in the database
+        print(report.transcript.text, [e.text for e in report.ocr])
+        report = rt.analyze("clip.mp4", save=False)  # no database at all
+
 The public names are imported on first use, so that ``reelscope.engine`` can be
 used on a machine without the video stack (PyAV) or the database drivers.
 """
@@ -14,6 +21,7 @@ if TYPE_CHECKING:
     from reelscope.engine.compiler import Engine, build, load
     from reelscope.errors import ReelscopeError
     from reelscope.pipeline.analyzer import Analyzer, Outcome
+    from reelscope.pipeline.runtime import Runtime
     from reelscope.report import Report
     from reelscope.store.store import Store
 
@@ -23,6 +31,7 @@ __all__ = [
     "Outcome",
     "ReelscopeError",
     "Report",
+    "Runtime",
     "Settings",
     "Store",
     "build",
@@ -37,6 +46,7 @@ _HOMES = {
     "load": "reelscope.engine.compiler",
     "ReelscopeError": "reelscope.errors",
     "Report": "reelscope.report",
+    "Runtime": "reelscope.pipeline.runtime",
     "Settings": "reelscope.config",
     "Store": "reelscope.store.store",
 }

@@ -21,7 +21,7 @@ ENV_PREFIX = "REELSCOPE_"
 APP_NAME = "reelscope"
 
 OcrModel = Literal["small", "tiny"]
-AsrBackend = Literal["ctranslate2", "torch"]
+EngineBackend = Literal["auto", "onnxruntime", "torch"]
 GpuPrecision = Literal["fp16", "bf16", "fp32"]
 
 
@@ -36,11 +36,14 @@ GROUPS = {  # a field's group -> the heading its flag is listed under in --help
 
 
 def _setting(default: Any, group: str, text: str, *, above: float | None = None,
-             at_least: float | None = None, at_most: float | None = None) -> Any:
-    """A field with its metadata: group (a key of GROUPS), help text, and bounds
-    (``above``: exclusive lower bound; ``at_least``/``at_most``: inclusive)."""
+             at_least: float | None = None, at_most: float | None = None,
+             gpu_only: bool = False) -> Any:
+    """A field with its metadata: group (a key of GROUPS), help text, bounds (``above``:
+    exclusive lower bound; ``at_least``/``at_most``: inclusive), and whether it applies
+    on a GPU only (set on the CPU, it is refused)."""
     return field(default=default, metadata={
-        "group": group, "help": text, "above": above, "at_least": at_least, "at_most": at_most})
+        "group": group, "help": text, "above": above, "at_least": at_least, "at_most": at_most,
+        "gpu_only": gpu_only})
 
 
 @dataclass(frozen=True)
@@ -68,12 +71,6 @@ class Settings:
     ocr_refresh_s: float = _setting(
         2.0, "analysis", "an unchanged frame is still OCR'd again after this many seconds",
         above=0)
-    asr_compute_type: str = _setting(
-        "int8", "analysis", "CTranslate2 compute type for Whisper (int8, float32)")
-    asr_backend: AsrBackend = _setting(
-        "ctranslate2", "analysis", "Whisper through faster-whisper (ctranslate2, CPU int8) or "
-        "in PyTorch (torch: the same weights, on the GPU in fp16 when CUDA is available, else "
-        "CPU fp32)")
     classifier_engine: str = _setting(
         "", "analysis", "engine file for the image classifier (e.g. int8, from 'reelscope "
         "engine build'); default: an fp32 ONNX Runtime engine built once into the cache")
@@ -88,36 +85,38 @@ class Settings:
     max_file_mb: float = _setting(512.0, "limits", "largest file accepted, MB", above=0)
     # device -----------------------------------------------------------------
     device: str = _setting(
-        "auto", "device", "where the models run: cpu (ONNX Runtime engines), cuda, cuda:N "
-        "(every model in PyTorch on that GPU, batched across videos), or auto (a GPU when "
-        "there is one)")
+        "auto", "device", "where the models run: cpu, cuda, cuda:N, or auto (a GPU when there "
+        "is one)")
+    engine_backend: EngineBackend = _setting(
+        "auto", "device", "what the models' engines are built with: onnxruntime (CPU), torch "
+        "(torch.export + Inductor; CPU or GPU), or auto (onnxruntime on the CPU, torch on a "
+        "GPU)")
     threads: int = _setting(0, "device", "CPU threads for models and decoding; 0 = all cores",
                             at_least=0)
     decode_segments: int = _setting(
         0, "device", "a video is cut at keyframes into up to this many parts decoded at once; "
         "0 = one per core up to 8 when it is the only video being analyzed, else 1",
         at_least=0)
-    gpu_precision: GpuPrecision = _setting(
-        "fp16", "device", "precision of the models on a GPU (fp16, bf16, fp32)")
-    gpu_max_batch: int = _setting(
-        64, "device", "on a GPU: most items (frames, text lines) per model call", above=0)
-    gpu_max_wait_ms: float = _setting(
-        5.0, "device", "on a GPU: how long a model call waits for other videos' items",
+    max_batch: int = _setting(
+        64, "device", "most items (frames, text lines) per model call, merged across the "
+        "videos in flight", above=0)
+    max_wait_ms: float = _setting(
+        5.0, "device", "how long a model call waits for other videos' items to join it",
         at_least=0)
+    gpu_precision: GpuPrecision = _setting(
+        "fp16", "device", "precision of the models on a GPU (fp16, bf16, fp32; the engines "
+        "pass the accuracy gate against fp32)", gpu_only=True)
     gpu_speech_processes: int = _setting(
         1, "device", "on a GPU: worker processes that run Whisper (0: in the analysis "
-        "process, where it competes for Python's lock with the picture work)", at_least=0)
+        "process, where it competes for Python's lock with the picture work)", at_least=0,
+        gpu_only=True)
     gpu_ocr_readers: int = _setting(
         0, "device", "on a GPU: frames of one video OCR'd at once (their pre- and "
         "post-processing in parallel threads, their model calls batched); 0 = 4 when it is "
-        "the only video being analyzed, else 1", at_least=0)
-    gpu_ocr_processes: int = _setting(
-        0, "device", "on a GPU: worker processes that OCR frames, each with the models and "
-        "Python's lock of its own (for the lowest latency of one video at a time); 0: in the "
-        "analysis process, batched across videos", at_least=0)
+        "the only video being analyzed, else 1", at_least=0, gpu_only=True)
     gpu_memory_fraction: float = _setting(
         0.9, "device", "on a GPU: the share of its memory this process may use; a batch "
-        "that does not fit is split and retried", above=0, at_most=1)
+        "that does not fit is split and retried", above=0, at_most=1, gpu_only=True)
     # monitoring -------------------------------------------------------------
     monitor: bool = _setting(
         True, "monitoring", "guard the engines (the classifier, the OCR detector and "
@@ -195,6 +194,16 @@ class Settings:
             check(self.device)
         except ConfigError as exc:
             raise ConfigError(f"setting {exc}") from None
+
+    def check_device(self, device: str) -> None:
+        """Refuse, in one line, a setting given a value that does not apply to ``device``
+        (a GPU's setting when the models run on the CPU)."""
+        if device != "cpu":
+            return
+        for f in dataclasses.fields(self):
+            if f.metadata.get("gpu_only") and getattr(self, f.name) != f.default:
+                raise ConfigError(f"setting {f.name} applies on a GPU only; the models run "
+                                  "on the CPU here (device cpu)")
 
     @property
     def cpu_threads(self) -> int:

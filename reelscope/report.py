@@ -105,6 +105,7 @@ class EngineUse:
     model: str = ""
     path: str = "engine"  # what served the task: engine, fallback, or engine+fallback
     fallback_active: bool = False  # the task's engine was bypassed when the report was made
+    device: str = ""  # where the model ran: cpu, cuda:0, ...
 
 
 @dataclass(frozen=True)

@@ -100,11 +100,12 @@ def child(files: list[str], db: str, cache: str) -> None:
     from reelscope.config import Settings
     from reelscope.errors import InputError, ReelscopeError
     from reelscope.pipeline.analyzer import Analyzer
+    from reelscope.pipeline.runtime import Runtime
     from reelscope.store.store import Store
 
     settings = Settings.from_env({}, db=db, cache_dir=cache)
     store = Store(settings.database_url)
-    analyzer = Analyzer(settings, store)
+    analyzer = Analyzer(settings, store, Runtime(settings))
     for name in files:
         print(json.dumps({"start": name}), flush=True)
         before = store.count_videos()

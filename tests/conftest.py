@@ -30,6 +30,21 @@ def unavailable(what: str) -> None:
     pytest.skip(what)
 
 
+def pytest_collection_modifyitems(config: Any, items: list[Any]) -> None:
+    """Tests marked ``gpu`` are skipped where no CUDA GPU is visible."""
+    try:
+        import torch
+
+        cuda = torch.cuda.is_available()
+    except ImportError:
+        cuda = False
+    if cuda:
+        return
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
+
+
 def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: Any) -> None:
     """In CI, a skipped test (other than a GPU test on a machine without one) fails the run."""
     if not IN_CI:

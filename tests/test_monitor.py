@@ -29,11 +29,11 @@ from service_harness import Receiver
 
 from reelscope.config import Settings
 from reelscope.pipeline.analyzer import Analyzer
-from reelscope.pipeline.models import Models
+from reelscope.pipeline.runtime import Runtime
 from reelscope.store.store import Store
 from reelscope.tasks import classify
 
-FRAMES_PER_VIDEO = 24  # one classifier call per video
+FRAMES_PER_VIDEO = 24
 N_SHADOW = math.ceil(16 / Settings().monitor_shadow_items)  # 4
 # The drift window fills after 12 videos; the damaged engine's drift crossed the default
 # thresholds within 4 more on the clips measured (docs/monitoring.md).
@@ -69,17 +69,18 @@ def good_engine(
 
 @pytest.fixture
 def analyze(tmp_path: Path, cache_dir: Path) -> Iterator[Callable[..., Analyzer]]:
-    stores: list[Store] = []
+    made: list[tuple[Store, Runtime]] = []
 
     def make(engine: Path | None, **settings: Any) -> Analyzer:
         s = Settings.from_env({}, db=str(tmp_path / "db.sqlite"), cache_dir=str(cache_dir),
                               classifier_engine=str(engine or ""), **settings)
-        store = Store(s.database_url)
-        stores.append(store)
-        return Analyzer(s, store, Models(s))
+        store, runtime = Store(s.database_url), Runtime(s)
+        made.append((store, runtime))
+        return Analyzer(s, store, runtime)
 
     yield make
-    for store in stores:
+    for store, runtime in made:
+        runtime.close()
         store.close()
 
 
@@ -112,7 +113,7 @@ def test_normal_traffic_raises_no_alarm(
     analyzer = analyze(good_engine)
     runs = _run(analyzer, clip_sets["traffic"])
     assert {r["path"] for r in runs} == {"engine"}
-    health = analyzer.models.monitor.tasks["classify"].snapshot()
+    health = analyzer.runtime.monitor.tasks["classify"].snapshot()
     assert health["incidents"] == 0 and health["drift_psi"] is not None
     assert health["drift_psi"] < Settings().monitor_psi_max
     assert health["shadow_agreement"] == 1.0  # fp32 engine and fp32 reference agree
@@ -127,12 +128,15 @@ def _bypassed_within(
     runs = _run(analyzer, clips)
     switched = next(i for i, r in enumerate(runs) if r["active"])
     assert switched < n  # the n-th video's analysis at the latest trips the switch
-    assert all(r["path"] == "engine" for r in runs[: switched + 1])
+    assert all(r["path"] == "engine" for r in runs[:switched])
+    # the video in flight: its frames before the switch by the engine, after it by the
+    # fp32 reference
+    assert runs[switched]["path"] in ("engine", "engine+fallback")
     assert runs[0]["labels"] != healthy[0]["labels"]  # the damaged engine was really wrong
     for got, want in zip(runs[switched + 1 :], healthy[switched + 1 :], strict=True):
         assert got["path"] == "fallback"
         assert got["labels"] == want["labels"]  # the fp32 reference gives the right labels
-    assert [a.event for a in analyzer.models.monitor.alerter.sent] == ["degraded"]
+    assert [a.event for a in analyzer.runtime.monitor.alerter.sent] == ["degraded"]
     return analyzer
 
 
@@ -143,7 +147,7 @@ def test_engine_with_damaged_weights_is_bypassed_within_n_videos(
     damaged = perturb_engine(good_engine, tmp_path / "damaged.engine", scale=0.05)
     analyzer = _bypassed_within(analyze, good_engine, damaged,
                                 clip_sets["traffic"][: N_SHADOW + 2], N_SHADOW)
-    assert "shadow check: top-1 agreement" in analyzer.models.monitor.alerter.sent[0].reason
+    assert "shadow check: top-1 agreement" in analyzer.runtime.monitor.alerter.sent[0].reason
 
 
 def test_confidence_drift_alone_catches_a_damaged_engine(
@@ -155,7 +159,7 @@ def test_confidence_drift_alone_catches_a_damaged_engine(
     analyzer = _bypassed_within(analyze, good_engine, damaged,
                                 clip_sets["traffic"][: N_DRIFT + 2], N_DRIFT,
                                 monitor_shadow_items=0)
-    assert "confidence drift: PSI" in analyzer.models.monitor.alerter.sent[0].reason
+    assert "confidence drift: PSI" in analyzer.runtime.monitor.alerter.sent[0].reason
 
 
 def test_nan_engine_falls_back_at_once_and_loses_no_video(
@@ -168,9 +172,9 @@ def test_nan_engine_falls_back_at_once_and_loses_no_video(
     runs = _run(analyzer, clips)
     assert [r["path"] for r in runs] == ["fallback"] * 3
     assert [r["labels"] for r in runs] == [h["labels"] for h in healthy]
-    alerts = analyzer.models.monitor.alerter.sent
+    alerts = analyzer.runtime.monitor.alerter.sent
     assert len(alerts) == 1 and "NaN or inf" in alerts[0].reason
-    assert analyzer.models.monitor.tasks["classify"].snapshot()["invalid_outputs"] == 1
+    assert analyzer.runtime.monitor.tasks["classify"].snapshot()["invalid_outputs"] == 1
 
 
 def test_raising_engine_falls_back_then_recovers(
@@ -182,7 +186,7 @@ def test_raising_engine_falls_back_then_recovers(
                        alert_webhook=receiver.url)
     clips = clip_sets["traffic"][:8]
     healthy = _run(analyzer, clips[:1])
-    guarded = analyzer.models.classifier.runner
+    guarded = analyzer.runtime.classifier.served.runner
     real_infer = guarded.primary._infer
     fault = {"on": True}
 
@@ -200,24 +204,26 @@ def test_raising_engine_falls_back_then_recovers(
     after = _run(analyzer, clips[2:6])
     assert after[0]["path"] == "fallback"  # probing: the fallback still answers
     assert after[-1] == {**after[-1], "path": "engine", "active": False}
-    health = analyzer.models.monitor.tasks["classify"].snapshot()
+    health = analyzer.runtime.monitor.tasks["classify"].snapshot()
     assert health["state"] == "healthy" and health["incidents"] == 1 and health["errors"] == 1
-    events = [a.event for a in analyzer.models.monitor.alerter.sent]
+    events = [a.event for a in analyzer.runtime.monitor.alerter.sent]
     assert events == ["degraded", "recovered"]
     deadline = time.monotonic() + 10
     while len(receiver.events) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
     receiver.stop()
     assert [e["event"] for e in receiver.events] == ["task.degraded", "task.recovered"]
-    assert "RuntimeError: CUDA error" in receiver.events[0]["reason"]
+    # the device's error, translated where the engine runs
+    assert "DeviceError: the onnxruntime runner: the device failed (CUDA error: an illegal " \
+        "memory access" in receiver.events[0]["reason"]
 
 
 def test_broken_ocr_recognizer_falls_back_and_captions_are_still_read(
     analyze: Callable[..., Analyzer], truth: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     analyzer = analyze(None)
-    _ = analyzer.models.ocr
-    rec = next(r for r in analyzer.models.ocr.engines or () if r.health.task == "ocr_rec")
+    _, served_rec = analyzer.runtime.ocr_models
+    rec = served_rec.runner
 
     def garbage(feed: Any) -> Any:
         raise RuntimeError("engine produced an invalid plan")
@@ -228,5 +234,5 @@ def test_broken_ocr_recognizer_falls_back_and_captions_are_still_read(
     assert report.engines["ocr"].path == "engine+fallback"  # the detector kept its engine
     assert report.engines["ocr"].fallback_active
     assert report.engines["classify"].path == "engine"
-    alerts = analyzer.models.monitor.alerter.sent
+    alerts = analyzer.runtime.monitor.alerter.sent
     assert [(a.task, a.event) for a in alerts] == [("ocr_rec", "degraded")]

@@ -10,7 +10,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from textmetrics import wer
 
 from reelscope.config import Settings
 from reelscope.pipeline.analyzer import Analyzer, Outcome
+from reelscope.pipeline.runtime import Runtime
 from reelscope.report import Report
 from reelscope.store.store import Store
 from reelscope.video.decode import Frame
@@ -34,11 +35,12 @@ LIMITS = Limits(600, 8192, 4096)
 
 
 @pytest.fixture(scope="module")
-def analyzer(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Analyzer:
+def analyzer(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Analyzer]:
     """One analyzer (models loaded once) for every clip of this module."""
     db = tmp_path_factory.mktemp("phone") / "phone.db"
     settings = Settings.from_env({}, db=str(db), cache_dir=str(cache_dir))
-    return Analyzer(settings, Store(settings.database_url))
+    with Runtime(settings) as runtime:
+        yield Analyzer(settings, Store(settings.database_url), runtime)
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,8 @@ def test_analyze_help_lists_flags_under_their_groups() -> None:
     assert sections["Options"] == ["--json", "--force", "--help"]
     assert {"--sample-fps", "--ocr-model", "--copyright-min-score"} <= set(sections["Analysis"])
     assert sections["Limits"] == ["--max-duration-s", "--max-side-px", "--max-file-mb"]
-    assert {"--device", "--threads", "--gpu-max-batch"} <= set(sections["Device and GPU"])
+    assert {"--device", "--threads", "--max-batch", "--engine-backend", "--gpu-precision"} <= set(
+        sections["Device and GPU"])
     assert sections["Monitoring"][0] == "--monitor"
     assert "--monitor / --no-monitor" in result.output
     # the monitor guards the OCR engines too, and the help says so
@@ -75,6 +76,7 @@ def test_monitor_is_a_flag_and_unset_flags_keep_the_environment(
     ({"copyright_min_score": 2.0}, "setting copyright_min_score must be >= 0 and <= 1"),
     ({"ocr_model": "huge"}, "setting ocr_model must be one of ('small', 'tiny'), got 'huge'"),
     ({"device": "tpu"}, "setting device must be cpu"),
+    ({"engine_backend": "tensorrt"}, "setting engine_backend must be one of ('auto', "),
 ])
 def test_every_setting_is_checked_against_its_bounds(change: dict[str, Any],
                                                      message: str) -> None:
@@ -135,3 +137,12 @@ def test_no_stale_sentence_in_the_docs() -> None:
     docs = " ".join(((ROOT / "BENCHMARKS.md").read_text() + (ROOT / "README.md").read_text())
                     .split())
     assert "is not built yet" not in docs
+
+
+def test_a_gpu_only_setting_is_refused_on_the_cpu() -> None:
+    Settings.from_env({}, gpu_precision="bf16").check_device("cuda:0")  # fine on a GPU
+    Settings.from_env({}).check_device("cpu")  # defaults are fine anywhere
+    for name, value in (("gpu_precision", "bf16"), ("gpu_speech_processes", 2),
+                        ("gpu_ocr_readers", 3), ("gpu_memory_fraction", 0.5)):
+        with pytest.raises(ConfigError, match=f"setting {name} applies on a GPU only"):
+            Settings.from_env({}, **{name: value}).check_device("cpu")

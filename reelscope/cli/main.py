@@ -26,6 +26,7 @@ from reelscope.cli.service import keys_group, monitor_group, serve, worker
 from reelscope.config import Settings
 from reelscope.errors import InputError, ReelscopeError
 from reelscope.pipeline.analyzer import STAGES, Analyzer
+from reelscope.pipeline.runtime import Runtime
 from reelscope.store.store import Store
 
 DEBUG_ENV = "REELSCOPE_DEBUG"
@@ -80,7 +81,9 @@ def analyze(ctx: click.Context, path: Path, as_json: bool, force: bool, **overri
             if bar is not None and task is not None:
                 bar.update(task, description=f"analyzing: {stage}", advance=1)
 
-        outcome = Analyzer(settings, store, progress=on_stage).analyze(path, force=force)
+        with Runtime(settings) as runtime:
+            outcome = Analyzer(settings, store, runtime, progress=on_stage).analyze(
+                path, force=force)
     if as_json:
         click.echo(outcome.report.to_json())
     else:
@@ -132,7 +135,9 @@ def references() -> None:
 def references_add(ctx: click.Context, path: Path, title: str, **overrides: Any) -> None:
     """Fingerprint PATH into the library; prints the reference id."""
     settings = _settings(ctx.find_root(), overrides)
-    info = Analyzer(settings, Store(settings.database_url)).add_reference(path, title)
+    with Runtime(settings) as runtime:
+        info = Analyzer(settings, Store(settings.database_url), runtime).add_reference(path,
+                                                                                       title)
     if not info.created:
         err.print(f"already in the library as #{info.id} ({info.title})")
     click.echo(info.id)

@@ -115,7 +115,7 @@ def worker(ctx: click.Context, metrics_port: int, **overrides: Any) -> None:
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
     pool = WorkerPool(settings, store, metrics)
-    metrics.watch(pool.models.monitor)
+    metrics.watch(pool.runtime.monitor)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

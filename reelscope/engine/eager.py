@@ -1,4 +1,5 @@
-"""Eager PyTorch fp32: the reference path the gate and the benchmarks compare against."""
+"""Eager PyTorch: the fp32 reference the gate and the benchmarks compare against, and the
+runner of a model the torch backend cannot compile (on a GPU, in reduced precision)."""
 
 from __future__ import annotations
 
@@ -19,23 +20,28 @@ class EagerRunner(Runner):
 
     def __init__(self, module: torch.nn.Module, input_names: Sequence[str],
                  output_names: Sequence[str], profiles: tuple[Profile, ...] = (),
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", precision: str = "fp32") -> None:
         super().__init__(profiles)
         self.module = module
         self.input_names = tuple(input_names)
         self.output_names = tuple(output_names)
         self.device = device
+        self._precision = precision
 
     @property
     def precision(self) -> str:
-        return "fp32"
+        return self._precision
 
     @property
     def input_specs(self) -> tuple[TensorSpec, ...]:
         return specs_from_profiles(self.profiles)
 
     def activate(self) -> None:
-        self.module = self.module.float().to(self.device).eval()
+        import torch
+
+        self.dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self._precision,
+                                                                         torch.float32)
+        self.module = self.module.to(device=self.device, dtype=self.dtype).eval()
 
     def deactivate(self) -> None:
         pass
@@ -44,7 +50,8 @@ class EagerRunner(Runner):
         import torch
 
         with torch.inference_mode():
-            args = [torch.from_numpy(np.ascontiguousarray(feed[n])).to(self.device)
+            args = [torch.from_numpy(np.ascontiguousarray(feed[n])).to(self.device,
+                                                                        self.dtype)
                     for n in self.input_names]
             out = self.module(*args)
         outs = list(out) if isinstance(out, list | tuple) else [out]

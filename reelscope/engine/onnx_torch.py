@@ -10,6 +10,9 @@ from typing import TYPE_CHECKING
 
 from reelscope.errors import EngineError
 
+# onnx2torch's Slice indexes with a list; PyTorch warns about it on every call
+warnings.filterwarnings("ignore", message="Using a non-tuple sequence", category=UserWarning)
+
 if TYPE_CHECKING:
     import onnx
     import torch

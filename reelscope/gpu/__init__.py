@@ -1,2 +1,2 @@
-"""The analysis on a GPU: every model in PyTorch, fed by per-model dynamic batchers that
-each run on their own CUDA stream, with preprocessing on the device."""
+"""Device utilities: which device the models run on, its CUDA streams and memory budget,
+and worker processes for work that must leave the analysis process."""

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from reelscope.gpu.workers import start_pool
+from reelscope.models import model
 from reelscope.report import EngineUse, Transcript
 
 _recognizer: Any = None  # the worker process's model
@@ -25,14 +26,14 @@ def _load(model_dir: str, device: str, precision: str) -> None:
     global _recognizer
     import torch
 
-    from reelscope.tasks.asr_torch import TorchSpeechRecognizer
+    from reelscope.tasks.asr import SpeechRecognizer
 
     if device.startswith("cuda"):
         from reelscope.gpu.device import quiet_cpu_pools
 
         torch.cuda.set_device(torch.device(device))
         quiet_cpu_pools()
-    _recognizer = TorchSpeechRecognizer(Path(model_dir), device=device, dtype=precision)
+    _recognizer = SpeechRecognizer(Path(model_dir), device, precision)
 
 
 def _transcribe(audio: np.ndarray) -> Transcript:
@@ -45,19 +46,21 @@ def _ready() -> bool:
 
 
 class SpeechProcesses:
-    """The interface of :class:`reelscope.tasks.asr_torch.TorchSpeechRecognizer`,
-    served by ``processes`` worker processes that each hold the model."""
+    """The interface of :class:`reelscope.tasks.asr.SpeechRecognizer`, served by
+    ``processes`` worker processes that each hold the model."""
 
     def __init__(self, model_dir: Path, device: str, precision: str, processes: int) -> None:
         self.device = device
         self.precision = precision
+        self.processes = processes
         self.pool = start_pool(processes, _load, (str(model_dir), device, precision), _ready,
                                "speech")
 
     @property
     def engine(self) -> EngineUse:
-        return EngineUse("torch", self.precision,
-                         f"whisper-base (CTranslate2 weights) ({self.device}, own process)")
+        return EngineUse("torch-eager", self.precision,
+                         f"{model('asr').name} ({self.processes} processes of its own)",
+                         device=self.device)
 
     def transcribe(self, audio: np.ndarray) -> Transcript:
         return self.pool.submit(_transcribe, audio).result()

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from reelscope.errors import ConfigError
+
+if TYPE_CHECKING:
+    from reelscope.config import Settings
 
 
 @dataclass(frozen=True)
@@ -22,6 +26,15 @@ class MonitorPolicy:
     cooldown_s: float = 60.0  # time on the fallback before the engine is probed
     probes: int = 3  # consecutive healthy shadow runs that restore the engine
     probe_agreement: float = 0.9  # top-1 agreement with the fallback a probe needs
+
+    @classmethod
+    def of(cls, settings: Settings) -> MonitorPolicy:
+        """The policy the ``monitor_*`` settings give (the rest as defaults)."""
+        return cls(window=settings.monitor_window, psi_max=settings.monitor_psi_max,
+                   ks_max=settings.monitor_ks_max, shadow_items=settings.monitor_shadow_items,
+                   shadow_agreement=settings.monitor_shadow_agreement,
+                   latency_budget_s=settings.monitor_latency_budget_s,
+                   cooldown_s=settings.monitor_cooldown_s, probes=settings.monitor_probes)
 
     def __post_init__(self) -> None:
         if self.window < 8:

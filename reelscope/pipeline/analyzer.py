@@ -27,8 +27,16 @@ import numpy as np
 
 from reelscope.config import Settings
 from reelscope.digest import sha256_file
-from reelscope.pipeline.models import Models
-from reelscope.report import EngineUse, Report, Transcript, VideoInfo
+from reelscope.errors import ConfigError
+from reelscope.pipeline.runtime import Runtime
+from reelscope.report import (
+    CopyrightMatch,
+    EngineUse,
+    Report,
+    SimilarVideo,
+    Transcript,
+    VideoInfo,
+)
 from reelscope.store.store import ReferenceInfo, Store
 from reelscope.tasks import sentiment
 from reelscope.tasks.classify import video_labels, visual_embedding
@@ -76,17 +84,19 @@ class Analyzer:
     def __init__(
         self,
         settings: Settings,
-        store: Store,
-        models: Models | None = None,
+        store: Store | None,
+        runtime: Runtime,
         progress: ProgressFn | None = None,
         overlap: bool = True,
     ) -> None:
-        """``overlap=False`` runs the speech lane before the pictures, one model after
-        another (the naive baseline of the GPU benchmark)."""
+        """Analyses with ``runtime``'s models, stored in ``store`` (None: nothing is read
+        from or written to a database; no copyright or similar-video matches then).
+        ``overlap=False`` runs the speech lane before the pictures, one task after another
+        (the naive baseline of the benchmarks)."""
         self.overlap = overlap
         self.settings = settings
         self.store = store
-        self.models = models or Models(settings)
+        self.runtime = runtime
         self.progress = progress or (lambda stage: None)
         self.limits = Limits.of(settings)
 
@@ -116,8 +126,8 @@ class Analyzer:
         return _Parallelism(
             decode_segments=self.settings.decode_segments or (min(8, cores) if alone else 1),
             decode_threads=0 if alone else max(1, cores // in_flight),
-            ocr_readers=self.settings.gpu_ocr_readers or self.settings.gpu_ocr_processes
-            or (4 if alone else 1),
+            ocr_readers=(self.settings.gpu_ocr_readers or (4 if alone else 1))
+            if self.runtime.cuda else 1,
         )
 
     def _analyze(self, path: Path, force: bool, on_frame: Callable[[Frame], None] | None,
@@ -125,7 +135,7 @@ class Analyzer:
         start = time.perf_counter()
         check_file(path, self.limits)
         sha = sha256_file(path)
-        if not force:
+        if not force and self.store is not None:
             stored = self.store.find_by_sha256(sha)
             if stored is not None:
                 return Outcome(stored, cached=True)
@@ -140,7 +150,7 @@ class Analyzer:
             # overlap=False: each task reads the frames after decoding, one after another
             lane: Callable[..., FrameLane | DeferredLane] = (
                 partial(FrameLane, lanes) if self.overlap else DeferredLane)
-            job = self.models.classifier.start()
+            job = self.runtime.classifier.start()
             text_lane = lane(partial(self._read_text, readers=parallel.ocr_readers))
             hash_lane = lane(frame_hashes)
             consumers: list[Callable[[Frame], None]] = [job.add, text_lane.add, hash_lane.add]
@@ -161,7 +171,7 @@ class Analyzer:
                 ocr = merge_captions(texts, step, duration)
             with self._timed("fingerprint", timings):
                 hashes, quality = hash_lane.result()
-            _ = self.models.text_encoder
+            _ = self.runtime.text_encoder
             transcript, audio_fp, audio_item_s = speech.result()
         fp = Fingerprint(step, hashes, quality, audio_fp, audio_item_s)
         with self._timed("sentiment", timings):
@@ -173,14 +183,18 @@ class Analyzer:
             )
         with self._timed("embed", timings):
             visual = visual_embedding(classified)
-            text_vec = self.models.text_encoder.encode(
+            text_vec = self.runtime.text_encoder.encode(
                 " ".join([transcript.text, *(e.text for e in ocr)])
             )
-        with self._timed("copyright", timings):
-            matches = match_library(fp, self.store.library(), self.settings.copyright_min_score)
-            similar = self.store.similar(
-                visual, text_vec, self.settings.similar_k, exclude=sha[:16]
-            )
+        matches: tuple[CopyrightMatch, ...] = ()
+        similar: tuple[SimilarVideo, ...] = ()
+        if self.store is not None:
+            with self._timed("copyright", timings):
+                matches = match_library(fp, self.store.library(),
+                                        self.settings.copyright_min_score)
+                similar = self.store.similar(
+                    visual, text_vec, self.settings.similar_k, exclude=sha[:16]
+                )
         report = Report(
             video=_video_info(info, sha, filename or path.name, duration),
             labels=labels,
@@ -191,19 +205,23 @@ class Analyzer:
             similar=similar,
             timings_s=timings,
             engines={
-                "classify": self.models.classifier.engine_use(classified),
+                "classify": self.runtime.classifier.engine_use(classified),
                 "ocr": ocr_engine,
-                "asr": self.models.speech.engine,
-                "text_embed": self.models.text_encoder.engine,
+                "asr": self.runtime.speech.engine,
+                "text_embed": self.runtime.text_encoder.engine,
             },
         )
-        with self._timed("store", timings):
+        timings["total"] = time.perf_counter() - start
+        if self.store is not None:
+            with self._timed("store", timings):
+                self.store.save(report, visual, text_vec)
             timings["total"] = time.perf_counter() - start
-            self.store.save(report, visual, text_vec)
         return Outcome(report, cached=False)
 
     def add_reference(self, path: Path, title: str) -> ReferenceInfo:
         """Fingerprint ``path`` into the copyright library (same content: same id)."""
+        if self.store is None:
+            raise ConfigError("adding a reference needs a database")
         check_file(path, self.limits)
         sha = sha256_file(path)
         info = probe(path, self.limits)
@@ -225,10 +243,10 @@ class Analyzer:
     ) -> tuple[Transcript, np.ndarray, float]:
         with self._timed("asr", timings):
             audio = decode_audio(info)
-            transcript = self.models.speech.transcribe(audio)
+            transcript = self.runtime.speech.transcribe(audio)
         with self._timed("audio_fingerprint", timings):
             items, item_s = audio_fingerprint(audio)
-        _ = self.models.sentiment_ready
+        _ = self.runtime.sentiment_ready
         return transcript, items, item_s
 
     def _decode_frames(self, info: MediaInfo, timings: dict[str, float],
@@ -248,20 +266,20 @@ class Analyzer:
     def _read_text(self, frames: Iterable[Frame],
                    readers: int) -> tuple[list[FrameText], EngineUse]:
         threshold, refresh = self.settings.ocr_change_threshold, self.settings.ocr_refresh_s
-        if self.models.on_torch and readers > 1:
+        if readers > 1:
             # several frames at once: their CPU work overlaps, their model calls batch
             with ThreadPoolExecutor(readers, thread_name_prefix="ocr") as pool:
                 texts = read_frames_concurrently(self._read_one, frames, threshold, refresh,
                                                  pool, readers)
-            with self.models.ocr_reader() as reader:
+            with self.runtime.ocr_reader() as reader:
                 return texts, reader.engine_use()
-        with self.models.ocr_reader() as reader:
+        with self.runtime.ocr_reader() as reader:
             reader.begin()
             texts = read_frames(reader, frames, threshold, refresh)
             return texts, reader.engine_use()
 
     def _read_one(self, rgb: np.ndarray) -> tuple[TextLine, ...]:
-        with self.models.ocr_reader() as reader:
+        with self.runtime.ocr_reader() as reader:
             return reader.read(rgb)
 
     @contextmanager

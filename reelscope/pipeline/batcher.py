@@ -23,10 +23,14 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from reelscope.errors import ConfigError, DeviceMemoryError, EngineError
+
+if TYPE_CHECKING:
+    from reelscope.config import Settings
 
 log = logging.getLogger("reelscope.batcher")
 
@@ -45,6 +49,10 @@ def is_out_of_memory(exc: BaseException) -> bool:
 class BatcherOptions:
     max_batch: int = 32  # items per model call
     max_wait_s: float = 0.005  # how long the first item waits for others to join it
+
+    @classmethod
+    def of(cls, settings: Settings) -> BatcherOptions:
+        return cls(settings.max_batch, settings.max_wait_ms / 1000)
 
     def __post_init__(self) -> None:
         if self.max_batch < 1:

@@ -29,6 +29,7 @@ from starlette.concurrency import run_in_threadpool
 from reelscope.config import Settings
 from reelscope.errors import InputError, NotFoundError, ReelscopeError
 from reelscope.pipeline.analyzer import Analyzer
+from reelscope.pipeline.runtime import Runtime
 from reelscope.report import Report
 from reelscope.service import errors
 from reelscope.service.metrics import Metrics
@@ -54,6 +55,7 @@ class Service:
     thumbs: Thumbnails
     metrics: Metrics
     pool: WorkerPool | None = None
+    runtime: Runtime | None = None
     deliverer: Deliverer | None = None
 
     @property
@@ -74,13 +76,15 @@ def create_app(settings: Settings, *, workers: int | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         service.deliverer = Deliverer(settings, store)
         service.deliverer.start()
-        if count:
-            service.pool = WorkerPool(settings, store, service.metrics)
-            service.metrics.watch(service.pool.models.monitor)
-            service.pool.start(count)
-        yield
-        if service.pool is not None:
-            service.pool.stop()
+        with Runtime(settings) as runtime:
+            service.runtime = runtime
+            if count:
+                service.pool = WorkerPool(settings, store, service.metrics, runtime)
+                service.metrics.watch(runtime.monitor)
+                service.pool.start(count)
+            yield
+            if service.pool is not None:
+                service.pool.stop()
         service.deliverer.stop()
         store.close()
 
@@ -143,7 +147,7 @@ def _routes(app: FastAPI, svc: Service) -> None:
         """Per-task health of this server's workers: path, incidents, drift, latency."""
         if svc.pool is None:
             return {"workers": 0, "tasks": []}
-        return {"workers": svc.settings.workers, "tasks": svc.pool.models.monitor.snapshot()}
+        return {"workers": svc.settings.workers, "tasks": svc.pool.runtime.monitor.snapshot()}
 
     @app.get("/metrics", tags=["service"])
     def metrics() -> Response:
@@ -226,7 +230,7 @@ def _routes(app: FastAPI, svc: Service) -> None:
         try:
             title = upload.fields.get("title", "").strip() or upload.filename or "untitled"
             await run_in_threadpool(_validate, upload, svc.limits)
-            analyzer = Analyzer(svc.settings, svc.store, models=None)
+            analyzer = Analyzer(svc.settings, svc.store, svc.runtime or Runtime(svc.settings))
             info = await run_in_threadpool(analyzer.add_reference, upload.path, title[:255])
         finally:
             upload.discard()

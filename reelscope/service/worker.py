@@ -17,7 +17,7 @@ from pathlib import Path
 from reelscope.config import Settings
 from reelscope.errors import InputError, ReelscopeError
 from reelscope.pipeline.analyzer import Analyzer
-from reelscope.pipeline.models import Models
+from reelscope.pipeline.runtime import Runtime
 from reelscope.service.metrics import Metrics
 from reelscope.store.jobs import Job, JobQueue, Status
 from reelscope.store.store import Store
@@ -41,14 +41,17 @@ class WorkerPool:
         settings: Settings,
         store: Store,
         metrics: Metrics | None = None,
-        models: Models | None = None,
+        runtime: Runtime | None = None,
     ) -> None:
+        """Workers analyzing with ``runtime`` (default: a runtime of their own, closed by
+        :meth:`stop`)."""
         self.settings = settings
         self.store = store
         self.queue = JobQueue(store)
         self.thumbs = Thumbnails(store)
         self.metrics = metrics
-        self.models = models or Models(settings)
+        self.own_runtime = runtime is None
+        self.runtime = runtime or Runtime(settings)
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -74,6 +77,8 @@ class WorkerPool:
         self._wake.set()
         for thread in self._threads:
             thread.join(timeout)
+        if self.own_runtime:
+            self.runtime.close()
 
     def run_once(self, worker: str) -> bool:
         """Claim and run one job; False when the queue was empty."""
@@ -86,7 +91,7 @@ class WorkerPool:
     def _loop(self, worker: str) -> None:
         with self._loading:  # one thread loads the shared models; the others wait for it
             try:
-                self.models.load_all()
+                self.runtime.load_all()
             except ReelscopeError as exc:
                 log.error("worker %s cannot load the models: %s", worker, exc)
                 return
@@ -127,7 +132,7 @@ class WorkerPool:
             return "failed", "the uploaded file is no longer in the spool"
         maker = ThumbnailMaker()
         analyzer = Analyzer(
-            self.settings, self.store, self.models, progress=lambda s: stage.update(name=s)
+            self.settings, self.store, self.runtime, progress=lambda s: stage.update(name=s)
         )
         try:
             outcome = analyzer.analyze(path, on_frame=maker.add, filename=job.filename)

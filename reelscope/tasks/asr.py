@@ -1,4 +1,4 @@
-"""Speech to text: Whisper base (CTranslate2) through faster-whisper, VAD on."""
+"""Speech to text: Whisper base (:mod:`reelscope.tasks.whisper`) on any device, VAD on."""
 
 from __future__ import annotations
 
@@ -6,13 +6,25 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 
 from reelscope.digest import sha256_file
 from reelscope.errors import ModelError
 from reelscope.models import model
 from reelscope.report import EngineUse, Segment, Transcript
+from reelscope.tasks.whisper import (
+    DTYPES,
+    N_FRAMES,
+    SAMPLE_RATE,
+    TIME_PRECISION,
+    GreedyDecoder,
+    WhisperModel,
+    WhisperTokens,
+    read_ct2,
+)
 
 MODEL_KEY = "asr"
 SILENCE_RMS = 1e-3  # about -60 dBFS: below this the track is treated as silent
@@ -54,44 +66,95 @@ def is_silent(audio: np.ndarray) -> bool:
 
 
 class SpeechRecognizer:
-    def __init__(self, model_dir: Path, threads: int = 1, compute_type: str = "int8") -> None:
-        try:
-            from faster_whisper import WhisperModel
+    """Whisper on any device: faster-whisper's VAD (speech chunks joined) and log-mel
+    features, then :class:`~reelscope.tasks.whisper.GreedyDecoder` over 30 s windows, in
+    fp32 on the CPU or in reduced precision on a GPU. One decoding rule everywhere, so a
+    clip gives the same transcript on every device (greedy: as accurate as beam search
+    on the test clips and faster, BENCHMARKS.md)."""
 
-            self._model = WhisperModel(
-                str(model_dir),
-                device="cpu",
-                compute_type=compute_type,
-                cpu_threads=threads,
-                num_workers=1,
-            )
-        except (ImportError, RuntimeError, ValueError) as exc:
-            raise ModelError(f"cannot load the Whisper model from {model_dir}: {exc}") from exc
-        self.compute_type = compute_type
+    def __init__(self, model_dir: Path, device: str = "cpu", precision: str = "fp32") -> None:
+        import tokenizers
+        from faster_whisper.feature_extractor import FeatureExtractor
+
+        self.precision = precision
+        self.device = device
+        weights = WhisperModel(read_ct2(model_dir / "model.bin"))
+        weights = weights.to(torch.device(device), DTYPES[precision]).eval()
+        self.features = FeatureExtractor(feature_size=weights.conv1.in_channels)
+        self.hf = tokenizers.Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+        self.decoder = GreedyDecoder(weights, WhisperTokens.from_tokenizer(self.hf),
+                                     torch.device(device), DTYPES[precision])
 
     @property
     def engine(self) -> EngineUse:
-        return EngineUse("ctranslate2", self.compute_type, model(MODEL_KEY).name)
+        return EngineUse("torch-eager", self.precision, model(MODEL_KEY).name,
+                         device=self.device)
 
+    def speech_mel(self, audio: np.ndarray) -> tuple[np.ndarray, Any] | None:
+        """faster-whisper's VAD (speech chunks joined) and log-mel; None without speech."""
+        from faster_whisper.vad import (
+            SpeechTimestampsMap,
+            VadOptions,
+            collect_chunks,
+            get_speech_timestamps,
+        )
+
+        if is_silent(audio):
+            return None
+        chunks = get_speech_timestamps(audio, VadOptions())
+        if not chunks:
+            return None
+        pieces, _ = collect_chunks(audio, chunks)
+        mel = self.features(np.concatenate(pieces))[:, :-1]  # as faster-whisper does
+        return mel, SpeechTimestampsMap(chunks, SAMPLE_RATE)
+
+    @torch.inference_mode()
     def transcribe(self, audio: np.ndarray) -> Transcript:
         """Transcribe 16 kHz mono float audio; Mandarin comes out in Simplified characters."""
-        if is_silent(audio):
+        prepared = self.speech_mel(audio)
+        if prepared is None:
             return Transcript()
-        segments, info = self._model.transcribe(
-            audio, vad_filter=True, beam_size=5, condition_on_previous_text=False
-        )
-        language = info.language or ""
-        out = []
-        for seg in segments:
-            text = _simplify(seg.text.strip()) if language == "zh" else seg.text.strip()
-            if text:
-                out.append(Segment(start_s=float(seg.start), end_s=float(seg.end), text=text))
-        if not out:
+        mel, times = prepared
+        language = ""
+        segments: list[Segment] = []
+        for seek in range(0, mel.shape[1], N_FRAMES):
+            window = mel[:, seek : seek + N_FRAMES]
+            frames = window.shape[1]
+            memories = self.decoder.encode(np.pad(window, ((0, 0), (0, N_FRAMES - frames))))
+            language = language or self.decoder.language(memories)
+            offset_s = seek * 0.01
+            for start, end, text in self._segments(
+                self.decoder.tokens(memories, language), frames * 0.01
+            ):
+                text = _simplify(text.strip()) if language == "zh" else text.strip()
+                if text:
+                    segments.append(Segment(
+                        start_s=round(times.get_original_time(offset_s + start), 3),
+                        end_s=round(times.get_original_time(offset_s + end, is_end=True), 3),
+                        text=text))
+        if not segments:
             return Transcript()
         joiner = "" if language in ("zh", "ja") else " "
-        return Transcript(
-            language=language, text=joiner.join(s.text for s in out), segments=tuple(out)
-        )
+        return Transcript(language, joiner.join(s.text for s in segments), tuple(segments))
+
+    def _segments(self, out: list[int], content_s: float) -> list[tuple[float, float, str]]:
+        """(start, end, text) per timestamp pair of one window."""
+        begin = self.decoder.tok.timestamp_begin
+        segments: list[tuple[float, float, str]] = []
+        text: list[int] = []
+        start = 0.0
+        for t in out:
+            if t >= begin:
+                stamp = (t - begin) * TIME_PRECISION
+                if text:
+                    segments.append((start, stamp, self.hf.decode(text)))
+                    text = []
+                start = stamp
+            else:
+                text.append(t)
+        if text:
+            segments.append((start, content_s, self.hf.decode(text)))
+        return segments
 
 
 def _simplify(text: str) -> str:

@@ -1,4 +1,8 @@
-"""Image labels and visual features: EfficientNet-Lite0 (ImageNet-1k) on sampled frames."""
+"""Image labels and visual features: EfficientNet-Lite0 (ImageNet-1k) on sampled frames.
+
+The model's contract lives here: its input (224 x 224, centre square crop, scaled to
+[-1, 1], NCHW float32: :func:`preprocess`), its outputs (logits and the pooled 1280-d
+features) and how they become labels and the visual embedding; the runtime serves it."""
 
 from __future__ import annotations
 
@@ -14,19 +18,20 @@ import cv2
 import numpy as np
 
 from reelscope.engine import source
-from reelscope.engine.base import Runner
 from reelscope.engine.options import Profile
 from reelscope.errors import ModelError
 from reelscope.models import model
-from reelscope.monitor.guard import GuardedRunner
 from reelscope.report import EngineUse, Label
 
 if TYPE_CHECKING:
     import torch
 
+    from reelscope.pipeline.batcher import BatchFuture
+    from reelscope.pipeline.serving import ServedModel
     from reelscope.video.decode import Frame
 
 MODEL_KEY = "classifier"
+CHUNK = 8  # frames handed to the served model at a time while a video decodes
 TOP_K = 5
 MIN_FRAME_SCORE = 0.10  # a class counts for a frame from this probability on
 MAX_LABELS = 10
@@ -108,32 +113,23 @@ def preprocess(frames: Sequence[np.ndarray], size: int = 224) -> np.ndarray:
 
 
 class Classifier:
-    """EfficientNet-Lite0 through an engine runner."""
+    """EfficientNet-Lite0 served on the runtime's device: frames are preprocessed here and
+    sent to the served model in chunks, merged there with other videos' frames."""
 
-    def __init__(self, runner: Runner, batch_size: int = 32) -> None:
-        self.runner = runner
-        self.batch_size = batch_size
+    def __init__(self, served: ServedModel) -> None:
+        self.served = served
 
     @property
     def engine(self) -> EngineUse:
         return self.engine_use()
 
     def engine_use(self, out: ClassifyOutput | None = None) -> EngineUse:
-        """Backend and precision, and which path served ``out`` when the engine is guarded."""
-        runner = self.runner
-        if isinstance(runner, GuardedRunner):
-            paths = sorted(out.paths) if out is not None else ["engine"]
-            return EngineUse(
-                runner.primary.NAME, runner.precision, model(MODEL_KEY).name,
-                path="+".join(paths) if paths else "engine",
-                fallback_active=runner.health.state == "fallback",
-            )
-        return EngineUse(runner.NAME, runner.precision, model(MODEL_KEY).name)
+        """Backend, precision and device, and which paths served ``out``."""
+        return self.served.engine_use(out.paths if out is not None else frozenset())
 
     def start(self) -> ClassifyJob:
-        """A job that takes frames as they are decoded, classifying each full batch at once
-        (so no more than a batch of frames is held), the rest at its ``result``. Its
-        ``add`` and ``result`` are called from one thread."""
+        """A job that takes frames as they are decoded, in any order (no more than a chunk
+        of them is held here; the batcher holds what waits for the model)."""
         return ClassifyJob(self)
 
     def run(self, frames: Sequence[Frame]) -> ClassifyOutput:
@@ -144,44 +140,40 @@ class Classifier:
 
 
 class ClassifyJob:
-    """One video's frames through a :class:`Classifier`, a batch at a time."""
+    """One video's frames through a :class:`Classifier`, a chunk at a time."""
 
     def __init__(self, classifier: Classifier) -> None:
-        self.classifier = classifier
-        runner = classifier.runner
-        self.guarded = runner if isinstance(runner, GuardedRunner) else None
-        if self.guarded is not None:
-            self.guarded.begin()
-        self.pending: list[Frame] = []
-        self.done: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+        self.served = classifier.served
+        self.frames: list[tuple[int, float]] = []  # (index, time), in the order added
+        self._chunk: list[np.ndarray] = []
+        self._futures: list[BatchFuture] = []
 
     def add(self, frame: Frame) -> None:
-        self.pending.append(frame)
-        if len(self.pending) >= self.classifier.batch_size:
+        self.frames.append((frame.index, frame.time_s))
+        self._chunk.append(preprocess([frame.rgb])[0])
+        if len(self._chunk) >= CHUNK:
             self._flush()
 
     def _flush(self) -> None:
-        if not self.pending:
-            return
-        frames = sorted(self.pending, key=lambda f: f.index)  # a video's frames in order
-        self.pending = []
-        out = self.classifier.runner.infer({"image": preprocess([f.rgb for f in frames])})
-        self.done.append((np.array([f.index for f in frames]),
-                          np.array([f.time_s for f in frames], dtype=np.float64),
-                          softmax(out["logits"]), np.asarray(out["features"])))
+        if self._chunk:
+            self._futures.append(self.served.submit(np.stack(self._chunk)))
+            self._chunk = []
 
     def result(self) -> ClassifyOutput:
-        """The frames' classes and features in frame order (they may come in any order)."""
+        """The frames' classes and features in frame order."""
         self._flush()
-        paths = (frozenset(self.guarded.paths()) if self.guarded is not None
-                 else frozenset({"engine"}))
-        if not self.done:
+        paths = frozenset(p for f in self._futures for p in f.notes) or frozenset({"engine"})
+        if not self.frames:
             return ClassifyOutput(np.zeros(0), np.zeros((0, 1000), np.float32),
                                   np.zeros((0, 1280), np.float32), paths)
-        index, times, probs, features = (np.concatenate(part) for part in zip(*self.done,
-                                                                              strict=True))
-        order = np.argsort(index, kind="stable")
-        return ClassifyOutput(times[order], probs[order], features[order], paths)
+        out = self.served.split(np.concatenate([f.result() for f in self._futures]))
+        order = np.argsort([index for index, _ in self.frames], kind="stable")
+        return ClassifyOutput(
+            times_s=np.array([self.frames[i][1] for i in order], dtype=np.float64),
+            probs=softmax(out["logits"][order]),
+            features=np.ascontiguousarray(out["features"][order], dtype=np.float32),
+            paths=paths,
+        )
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -4,15 +4,18 @@ its dense network run as an engine (:mod:`reelscope.tasks.use_net`)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from reelscope.engine import source
-from reelscope.engine.base import Runner
 from reelscope.engine.options import Profile
 from reelscope.errors import ModelError
 from reelscope.models import model
 from reelscope.report import EngineUse
+
+if TYPE_CHECKING:
+    from reelscope.pipeline.serving import ServedModel
 
 MODEL_KEY = "text_encoder"
 DIM = 512
@@ -41,26 +44,28 @@ def export_onnx(cache_dir: Path) -> Path:
 
 
 class TextEncoder:
-    """Tokens and their embedding rows here; the dense network through an engine runner."""
+    """Tokens and their embedding rows here; the dense network served on the runtime's
+    device."""
 
-    def __init__(self, runner: Runner) -> None:
+    def __init__(self, served: ServedModel) -> None:
         from reelscope.tasks.use_net import UseEmbedding, numpy_backend
 
         try:
             self.embedding = UseEmbedding(numpy_backend())
         except ImportError as exc:
             raise ModelError(f"the text encoder package is missing: {exc}") from exc
-        self.runner = runner
+        self.served = served
 
     @property
     def engine(self) -> EngineUse:
-        return EngineUse(self.runner.NAME, self.runner.precision, model(MODEL_KEY).name)
+        return self.served.engine_use()
 
     def encode(self, text: str) -> np.ndarray | None:
         """One L2-normalized 512-d vector for ``text``; None when there is no text."""
         text = " ".join(text.split())
         if not text:
             return None
-        emb = self.embedding(self.embedding.ids(text))
-        vec = np.asarray(self.runner.infer({"emb": emb})["vector"], np.float32).reshape(-1)
+        emb = self.embedding(self.embedding.ids(text))  # (1, tokens, 512)
+        rows, _ = self.served.run(emb)
+        vec = np.asarray(rows, np.float32).reshape(-1)
         return vec / (np.linalg.norm(vec) + 1e-12)

@@ -12,24 +12,23 @@ import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 import cv2
 import numpy as np
 
 from reelscope.engine.backends.onnxrt import OnnxRuntimeRunner
-from reelscope.engine.base import Runner
 from reelscope.errors import ModelError
 from reelscope.models import model
-from reelscope.monitor.guard import GuardedRunner, GuardedSession
+from reelscope.pipeline.serving import RunnerSession, ServedModel
 from reelscope.report import EngineUse, OcrEntry
 from reelscope.tasks.lang import language_of
 from reelscope.video.decode import Frame
 
-if TYPE_CHECKING:
-    from reelscope.gpu.ocr import TorchModel
-
 MIN_TEXT_SCORE = 0.6
+# the recognizer's text lines are padded (zeros after normalization, as rapidocr pads the
+# lines of one call) to a multiple of this width, so lines of other calls and videos batch
+REC_WIDTH_BUCKET = 64
 MIN_FRAME_SIDE = 8  # frames narrower or shorter than this (pixels) hold no readable text
 SAME_TEXT_RATIO = 0.8  # captions this similar in consecutive frames are one caption
 
@@ -73,37 +72,23 @@ class ChangeDetector:
         return bool(diff.max() > self.threshold)
 
 
-class TextReader(Protocol):
-    """What reads a frame's text: :class:`OcrReader`, or worker processes holding one."""
-
-    def read(self, rgb: np.ndarray) -> tuple[TextLine, ...]: ...
-
-    def begin(self) -> None: ...
-
-    def engine_use(self) -> EngineUse: ...
-
-
 class OcrReader:
-    """PP-OCRv6 detector + recognizer (rapidocr), one image at a time."""
+    """PP-OCRv6 detector + recognizer: rapidocr's pre- and post-processing around the two
+    served models, one image at a time (a reader is used by one thread at a time; readers
+    share the served models)."""
 
-    def __init__(self, size: str = "small", threads: int = 1, det_max_side: int = 960,
-                 engines: tuple[Runner, Runner] | None = None,
-                 torch_models: tuple[TorchModel, TorchModel] | None = None) -> None:
-        """``engines``: active detector and recognizer runners (reelscope engines) whose
-        ONNX Runtime sessions rapidocr then uses instead of loading its own.
-        ``torch_models``: the detector and recognizer in PyTorch (on a GPU), which then
-        answer rapidocr's session calls."""
+    def __init__(self, size: str, det: ServedModel, rec: ServedModel,
+                 det_max_side: int = 960) -> None:
         from omegaconf import flag_override
         from rapidocr import RapidOCR
         from rapidocr.utils.typings import ModelType, OCRVersion
 
-        det, rec = model(f"ocr_det_{size}"), model(f"ocr_rec_{size}")
-        self.models = (det, rec)
+        self.models = (model(f"ocr_det_{size}"), model(f"ocr_rec_{size}"))
         kind = ModelType.TINY if size == "tiny" else ModelType.SMALL
         params = {
             "Global.use_cls": False,
             "Global.log_level": "error",
-            "EngineConfig.onnxruntime.intra_op_num_threads": threads,
+            "EngineConfig.onnxruntime.intra_op_num_threads": 1,
             "EngineConfig.onnxruntime.inter_op_num_threads": 1,
             "Det.ocr_version": OCRVersion.PPOCRV6,
             "Rec.ocr_version": OCRVersion.PPOCRV6,
@@ -114,32 +99,29 @@ class OcrReader:
             # about half the detector's work.
             "Det.limit_type": "max",
             "Det.limit_side_len": det_max_side,
-            "Det.model_path": str(det.paths()[0]),
-            "Rec.model_path": str(rec.paths()[0]),
+            "Det.model_path": str(self.models[0].paths()[0]),
+            "Rec.model_path": str(self.models[1].paths()[0]),
         }
-        self.engines = engines
-        self.torch_models = torch_models
+        served = (det, rec)
         try:
             self._engine = RapidOCR(params=params)
-            if engines is not None:
-                # rapidocr 3.10 takes a ready session from its per-model config (``session``)
-                det_session, rec_session = (_session(r) for r in engines)
-                with flag_override(self._engine.cfg, "allow_objects", True):
-                    self._engine.cfg.Det.session = det_session
-                    self._engine.cfg.Rec.session = rec_session
+            # rapidocr 3.10 takes a ready session from its per-model config (``session``):
+            # an ONNX Runtime engine's own, so that it loads no second copy for the model's
+            # metadata (input names, the recognizer's characters)
+            own = [_onnxruntime_session(m) for m in served]
+            with flag_override(self._engine.cfg, "allow_objects", True):
+                for cfg, session in zip((self._engine.cfg.Det, self._engine.cfg.Rec), own,
+                                        strict=True):
+                    if session is not None:
+                        cfg.session = session
             self._engine._load_det_model()
             self._engine._load_rec_model()
             parts: tuple[Any, Any] = (self._engine.text_det, self._engine.text_rec)
-            if engines is not None:  # guarded engines answer rapidocr's own session calls
-                for part, runner in zip(parts, engines, strict=True):
-                    if isinstance(runner, GuardedRunner):
-                        part.session.session = GuardedSession(runner, part.session.session)
-            if torch_models is not None:
-                from reelscope.gpu.ocr import TorchSession, raw_detector_input
-
-                for part, torch_model in zip(parts, torch_models, strict=True):
-                    part.session.session = TorchSession(torch_model, part.session.session)
-                raw_detector_input(self._engine.text_det, torch_models[0])
+            self.faces = tuple(
+                RunnerSession(m, part.session.session, pad)
+                for m, part, pad in zip(served, parts, (0, REC_WIDTH_BUCKET), strict=True))
+            for part, face in zip(parts, self.faces, strict=True):
+                part.session.session = face  # the served models answer rapidocr's calls
         except Exception as exc:  # rapidocr raises plain exceptions on bad models
             raise ModelError(f"cannot load the OCR models: {exc}") from exc
         logging.getLogger("RapidOCR").setLevel(logging.ERROR)
@@ -149,27 +131,16 @@ class OcrReader:
         return self.engine_use()
 
     def begin(self) -> None:
-        """Start counting which paths (engine, fallback) serve this thread's reads."""
-        for runner in self._guarded():
-            runner.begin()
+        """Start collecting which paths (engine, fallback) serve this reader's reads."""
+        for face in self.faces:
+            face.paths = set()
 
     def engine_use(self) -> EngineUse:
-        precision = self.engines[0].precision if self.engines else "fp32"
-        model = f"{self.models[0].name} + {self.models[1].name}"
-        if self.torch_models is not None:
-            det = self.torch_models[0]
-            precision = {"torch.float16": "fp16", "torch.bfloat16": "bf16"}.get(
-                str(det.dtype), "fp32")
-            return EngineUse("torch", precision, f"{model} ({det.device})")
-        guarded = self._guarded()
-        if not guarded:
-            return EngineUse("onnxruntime", precision, model)
-        paths = sorted(set().union(*(r.paths() for r in guarded))) or ["engine"]
-        active = any(r.health.state == "fallback" for r in guarded)
-        return EngineUse("onnxruntime", precision, model, "+".join(paths), active)
-
-    def _guarded(self) -> list[GuardedRunner]:
-        return [r for r in self.engines or () if isinstance(r, GuardedRunner)]
+        det, rec = (face.model.engine_use(face.paths) for face in self.faces)
+        paths = {p for face in self.faces for p in face.paths}
+        return EngineUse(det.backend, det.precision, f"{det.model} + {rec.model}",
+                         "+".join(sorted(paths)) or "engine",
+                         det.fallback_active or rec.fallback_active, det.device)
 
     def read(self, rgb: np.ndarray) -> tuple[TextLine, ...]:
         if min(rgb.shape[:2]) < MIN_FRAME_SIDE:
@@ -195,16 +166,14 @@ class OcrReader:
         return tuple(lines)
 
 
-def _session(runner: Runner) -> Any:
-    if isinstance(runner, GuardedRunner):
-        runner = runner.primary
-    if not isinstance(runner, OnnxRuntimeRunner):
-        raise ModelError(f"rapidocr runs ONNX Runtime engines only, not {runner.NAME}")
-    return runner.session
+def _onnxruntime_session(served: ServedModel) -> Any:
+    """The ONNX Runtime session of a served model's engine, if it is one."""
+    runner = served.guarded.primary if served.guarded is not None else served.runner
+    return runner.session if isinstance(runner, OnnxRuntimeRunner) else None
 
 
 def read_frames(
-    reader: TextReader, frames: Iterable[Frame], change_threshold: float, refresh_s: float
+    reader: OcrReader, frames: Iterable[Frame], change_threshold: float, refresh_s: float
 ) -> list[FrameText]:
     """OCR the frames, reusing the last result for frames that did not change.
 

@@ -41,7 +41,7 @@ from reelscope.engine.base import (
 )
 from reelscope.engine.manifest import Manifest, cpu_identity
 from reelscope.engine.options import Profile
-from reelscope.errors import EngineError
+from reelscope.errors import EngineError, UnsupportedBuildError
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +125,10 @@ class TorchBuilder(Builder):
                 program = torch.export.export(net, tuple(examples), dynamic_shapes=tuple(dynamic))
             buf = io.BytesIO()
             torch.export.save(program, buf)
-        except Exception as exc:
-            raise EngineError(f"torch.export failed on {job.source.location}: {exc}") from exc
+        except Exception as exc:  # this model cannot be built by this backend
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UnsupportedBuildError(
+                f"torch.export cannot export {job.source.location}: {first}") from exc
         mode = "max-autotune-no-cudagraphs" if job.options.autotune else "default"
         job.progress(f"Inductor compile, mode {mode} (a minute or more)")
         compiled = CompiledProgram(buf.getvalue(), job.profiles, names, mode, device)

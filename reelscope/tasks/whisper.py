@@ -1,12 +1,12 @@
-"""Whisper in PyTorch, from the same CTranslate2 weights as the CPU path (for the GPU).
+"""Whisper base in PyTorch, from the weights its package ships in CTranslate2's format.
 
 The CTranslate2 ``model.bin`` (format 6, fp16) is read directly and mapped onto a
 plain PyTorch encoder-decoder: self-attention ``linear_0`` is q, k, v stacked,
 cross-attention ``linear_0`` is q and ``linear_1`` k, v stacked, the output
-projection is tied to the token embeddings. Around it, the same steps as
-faster-whisper: its VAD (speech chunks joined), its log-mel features, language
-detection from the first decoder step, then greedy decoding with Whisper's
-timestamp rules and token suppression, 30 s windows at a time.
+projection is tied to the token embeddings. :class:`GreedyDecoder` decodes a 30 s
+window greedily with Whisper's timestamp rules and token suppression, after
+detecting the language from the first decoder step. The task around it (VAD, log-mel
+features, windows, segments) is :mod:`reelscope.tasks.asr`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from reelscope.errors import ModelError
-from reelscope.report import EngineUse, Segment, Transcript
 
 _CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 SAMPLE_RATE = 16_000
@@ -344,92 +343,3 @@ class GreedyDecoder:
 
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-class TorchSpeechRecognizer:
-    """The same interface as :class:`reelscope.tasks.asr.SpeechRecognizer`, in PyTorch."""
-
-    def __init__(self, model_dir: Path, device: str = "cpu", dtype: str = "fp32") -> None:
-        import tokenizers
-        from faster_whisper.feature_extractor import FeatureExtractor
-
-        self.precision = dtype
-        model = WhisperModel(read_ct2(model_dir / "model.bin"))
-        model = model.to(torch.device(device), DTYPES[dtype]).eval()
-        self.features = FeatureExtractor(feature_size=model.conv1.in_channels)
-        self.hf = tokenizers.Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-        self.decoder = GreedyDecoder(model, WhisperTokens.from_tokenizer(self.hf),
-                                     torch.device(device), DTYPES[dtype])
-
-    @property
-    def engine(self) -> EngineUse:
-        return EngineUse("torch", self.precision, "whisper-base (CTranslate2 weights)")
-
-    def speech_mel(self, audio: np.ndarray) -> tuple[np.ndarray, Any] | None:
-        """faster-whisper's VAD (speech chunks joined) and log-mel; None without speech."""
-        from faster_whisper.vad import (
-            SpeechTimestampsMap,
-            VadOptions,
-            collect_chunks,
-            get_speech_timestamps,
-        )
-
-        from reelscope.tasks.asr import is_silent
-
-        if is_silent(audio):
-            return None
-        chunks = get_speech_timestamps(audio, VadOptions())
-        if not chunks:
-            return None
-        pieces, _ = collect_chunks(audio, chunks)
-        mel = self.features(np.concatenate(pieces))[:, :-1]  # as faster-whisper does
-        return mel, SpeechTimestampsMap(chunks, SAMPLE_RATE)
-
-    @torch.inference_mode()
-    def transcribe(self, audio: np.ndarray) -> Transcript:
-        from reelscope.tasks.asr import _simplify
-
-        prepared = self.speech_mel(audio)
-        if prepared is None:
-            return Transcript()
-        mel, times = prepared
-        language = ""
-        segments: list[Segment] = []
-        for seek in range(0, mel.shape[1], N_FRAMES):
-            window = mel[:, seek : seek + N_FRAMES]
-            frames = window.shape[1]
-            memories = self.decoder.encode(np.pad(window, ((0, 0), (0, N_FRAMES - frames))))
-            language = language or self.decoder.language(memories)
-            offset_s = seek * 0.01
-            for start, end, text in self._segments(
-                self.decoder.tokens(memories, language), frames * 0.01
-            ):
-                text = _simplify(text.strip()) if language == "zh" else text.strip()
-                if text:
-                    segments.append(Segment(
-                        start_s=round(times.get_original_time(offset_s + start), 3),
-                        end_s=round(times.get_original_time(offset_s + end, is_end=True), 3),
-                        text=text))
-        if not segments:
-            return Transcript()
-        joiner = "" if language in ("zh", "ja") else " "
-        return Transcript(language, joiner.join(s.text for s in segments), tuple(segments))
-
-    def _segments(self, out: list[int], content_s: float) -> list[tuple[float, float, str]]:
-        """(start, end, text) per timestamp pair of one window."""
-        begin = self.decoder.tok.timestamp_begin
-        segments: list[tuple[float, float, str]] = []
-        text: list[int] = []
-        start = 0.0
-        for t in out:
-            if t >= begin:
-                stamp = (t - begin) * TIME_PRECISION
-                if text:
-                    segments.append((start, stamp, self.hf.decode(text)))
-                    text = []
-                start = stamp
-            else:
-                text.append(t)
-        if text:
-            segments.append((start, content_s, self.hf.decode(text)))
-        return segments

@@ -1,4 +1,5 @@
-"""Torch module factories to build engines from: ``reelscope.engine.zoo:resnet50``.
+"""Torch module factories to build engines from, for the benchmarks: ``zoo:resnet50``
+(``benchmarks/`` on the path).
 
 ResNet-50 is torchvision's architecture (v1.5: stride on the 3x3 convolution),
 written out so it needs no torchvision; its parameter names match torchvision's,

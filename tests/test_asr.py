@@ -1,0 +1,60 @@
+"""Speech: one Whisper implementation (PyTorch, from the package's CTranslate2 weights)
+and one decoding rule (greedy, with Whisper's timestamp rules) on every device."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SAMPLE
+
+from reelscope.errors import ModelError
+from reelscope.tasks.asr import SpeechRecognizer, prepare_model_dir
+from reelscope.tasks.whisper import read_ct2
+from reelscope.video.decode import decode_audio
+from reelscope.video.media import Limits, probe
+
+SAMPLE_SPEECH = ("Hello everyone. This is my cat. Every morning I make a cup of coffee. "
+                 "Today is a wonderful day and I am very happy.")
+
+
+@pytest.fixture(scope="module")
+def model_dir(cache_dir: Path) -> Path:
+    return prepare_model_dir(cache_dir)
+
+
+@pytest.fixture(scope="module")
+def sample_audio() -> np.ndarray:
+    return decode_audio(probe(SAMPLE, Limits(180, 4096, 512)))
+
+
+def test_the_sample_is_heard_word_for_word(model_dir: Path, sample_audio: np.ndarray) -> None:
+    recognizer = SpeechRecognizer(model_dir)
+    got = recognizer.transcribe(sample_audio)
+    assert got.language == "en" and got.text == SAMPLE_SPEECH
+    starts = [s.start_s for s in got.segments]
+    assert starts == sorted(starts) and 0 <= starts[0] < 2 and got.segments[-1].end_s <= 12.0
+    use = recognizer.engine
+    assert (use.backend, use.precision, use.device) == ("torch-eager", "fp32", "cpu")
+
+
+def test_silence_gives_an_empty_transcript(model_dir: Path) -> None:
+    assert SpeechRecognizer(model_dir).transcribe(np.zeros(16000, np.float32)).text == ""
+
+
+def test_damaged_weights_file_is_a_clear_error(tmp_path: Path, model_dir: Path) -> None:
+    cut = tmp_path / "model.bin"
+    cut.write_bytes((model_dir / "model.bin").read_bytes()[:1_000_000])
+    with pytest.raises(ModelError, match="cannot read the Whisper weights"):
+        read_ct2(cut)
+
+
+@pytest.mark.gpu
+def test_a_gpu_hears_what_the_cpu_hears(model_dir: Path, sample_audio: np.ndarray) -> None:
+    """fp16 on the GPU, fp32 on the CPU: the same words at the same times."""
+    cpu = SpeechRecognizer(model_dir).transcribe(sample_audio)
+    gpu = SpeechRecognizer(model_dir, "cuda:0", "fp16").transcribe(sample_audio)
+    assert gpu.text == cpu.text == SAMPLE_SPEECH
+    assert [(s.start_s, s.end_s) for s in gpu.segments] == [
+        (s.start_s, s.end_s) for s in cpu.segments]

