@@ -1,14 +1,11 @@
-"""Whisper in PyTorch on the GPU, from the CPU path's own CTranslate2 weights: the same
-transcript, and how fast.
+"""Whisper's decoder alone on the GPU (reelscope.tasks.whisper, the package's CTranslate2
+weights): the same tokens as on the CPU, and how fast.
 
 Here (CPU):
     .venv/bin/python benchmarks/gpu_whisper.py prepare .gpu-whisper
 writes the sample clip's speech as log-mel windows (faster-whisper's VAD and features),
-the tokens the CPU paths decode (faster-whisper's text and this module's fp32 tokens),
-the special token ids, and model.bin in 3 parts of < 64 MiB (one per device call).
-
-Here, the CPU baseline on the same clip:
-    .venv/bin/python benchmarks/gpu_whisper.py cpu
+the tokens the CPU decodes (fp32, greedy), the special token ids, and model.bin in 3 parts
+of < 64 MiB (one per device call).
 
 On the GPU machine (torch only; no PyAV, faster-whisper or tokenizers needed):
     python benchmarks/gpu_whisper.py run --parts DIR [DIR...] --inputs .gpu-whisper/inputs
@@ -35,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from machine import stamp  # noqa: E402
 
-from reelscope.tasks.asr_torch import (  # noqa: E402
+from reelscope.tasks.whisper import (  # noqa: E402
     DTYPES,
     N_FRAMES,
     GreedyDecoder,
@@ -51,14 +48,13 @@ def prepare(out: Path) -> None:
     import torch
 
     from reelscope.tasks.asr import SpeechRecognizer, prepare_model_dir
-    from reelscope.tasks.asr_torch import TorchSpeechRecognizer
     from reelscope.video.decode import decode_audio
     from reelscope.video.media import Limits, probe
 
     model_dir = prepare_model_dir(Path(os.environ.get("REELSCOPE_CACHE_DIR", "/tmp/rs-cache")))
     audio = decode_audio(probe(ROOT / "samples" / "sample.mp4", Limits(180, 4096, 512)))
-    cpu_text = SpeechRecognizer(model_dir, threads=2).transcribe(audio).text
-    rec = TorchSpeechRecognizer(model_dir)
+    rec = SpeechRecognizer(model_dir)
+    cpu_text = rec.transcribe(audio).text
     prepared = rec.speech_mel(audio)
     if prepared is None:
         raise SystemExit("no speech in the sample?")
@@ -76,8 +72,7 @@ def prepare(out: Path) -> None:
     np.save(inputs / "mel.npy", np.stack(windows))
     blob = (model_dir / "model.bin").read_bytes()
     (inputs / "expected.json").write_text(json.dumps({
-        "cpu_text_faster_whisper": cpu_text,
-        "cpu_text_torch": rec.transcribe(audio).text,
+        "cpu_text": cpu_text,
         "cpu_tokens_torch_fp32": tokens,
         "tokens": rec.decoder.tok.to_dict(),
         "model_sha256": hashlib.sha256(blob).hexdigest(),
@@ -87,29 +82,6 @@ def prepare(out: Path) -> None:
         part.mkdir(exist_ok=True)
         (part / "model.bin.part").write_bytes(blob[i : i + PART_BYTES])
     print(f"prepared {out}: {len(windows)} windows, {len(blob) / 1e6:.0f} MB of weights")
-
-
-def cpu_baseline(repeat: int) -> None:
-    """The CPU paths on the same clip, in one run: faster-whisper (CTranslate2 int8, beam 5)
-    and this PyTorch module in fp32 (greedy); medians, models loaded and warmed first."""
-    from reelscope.tasks.asr import SpeechRecognizer, prepare_model_dir
-    from reelscope.tasks.asr_torch import TorchSpeechRecognizer
-    from reelscope.video.decode import decode_audio
-    from reelscope.video.media import Limits, probe
-
-    model_dir = prepare_model_dir(Path(os.environ.get("REELSCOPE_CACHE_DIR", "/tmp/rs-cache")))
-    audio = decode_audio(probe(ROOT / "samples" / "sample.mp4", Limits(180, 4096, 512)))
-    result: dict[str, object] = stamp()
-    for name, rec in (("faster-whisper int8", SpeechRecognizer(model_dir, threads=2)),
-                      ("torch fp32", TorchSpeechRecognizer(model_dir))):
-        text = rec.transcribe(audio).text
-        times = []
-        for _ in range(repeat):
-            t = time.perf_counter()
-            rec.transcribe(audio)
-            times.append(time.perf_counter() - t)
-        result[name] = {"clip_s_median": round(statistics.median(times), 3), "text": text}
-    print(json.dumps(result, indent=2, ensure_ascii=False))
 
 
 def run(parts: list[Path], inputs: Path, out: Path) -> None:
@@ -131,7 +103,7 @@ def run(parts: list[Path], inputs: Path, out: Path) -> None:
         **stamp(),
         "device": torch.cuda.get_device_name(0),
         "torch": torch.__version__,
-        "expected_text": expected["cpu_text_faster_whisper"],
+        "expected_text": expected["cpu_text"],
         "windows": len(mel),
     }
     for dtype in ("fp32", "fp16"):
@@ -190,8 +162,6 @@ def main() -> None:
     sub = ap.add_subparsers(dest="mode", required=True)
     p = sub.add_parser("prepare")
     p.add_argument("out", type=Path)
-    c = sub.add_parser("cpu")
-    c.add_argument("--repeat", type=int, default=5)
     r = sub.add_parser("run")
     r.add_argument("--parts", type=Path, nargs="+", required=True)
     r.add_argument("--inputs", type=Path, required=True)
@@ -199,8 +169,6 @@ def main() -> None:
     args = ap.parse_args()
     if args.mode == "prepare":
         prepare(args.out)
-    elif args.mode == "cpu":
-        cpu_baseline(args.repeat)
     else:
         run(args.parts, args.inputs, args.out)
 

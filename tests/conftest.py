@@ -87,8 +87,11 @@ class CliResult:
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Prepared model files (ONNX export, joined Whisper) shared by the whole session."""
-    return tmp_path_factory.mktemp("cache")
+    """Prepared model files (ONNX export, joined Whisper) shared by the whole session;
+    ``REELSCOPE_TEST_CACHE`` names one prepared beforehand (the GPU machine's, where the
+    packages that ship Whisper's parts are not installed)."""
+    given = os.environ.get("REELSCOPE_TEST_CACHE")
+    return Path(given) if given else tmp_path_factory.mktemp("cache")
 
 
 @pytest.fixture(scope="session")

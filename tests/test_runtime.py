@@ -157,6 +157,7 @@ def test_a_failing_gpu_engine_is_bypassed_and_no_video_is_lost(
         monkeypatch.setattr(guarded.primary, "_infer", broken)
         report = rt.analyze(SAMPLE, save=False)
         _reads_and_hears_the_sample(report, truth)
-        assert report.engines["classify"].path == "fallback"
+        assert report.engines["classify"].path == "fallback", (
+            report.engines, rt.monitor.snapshot())
         assert report.engines["classify"].fallback_active
         assert rt.monitor.tasks["classify"].snapshot()["incidents"] == 1

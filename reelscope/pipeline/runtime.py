@@ -17,6 +17,7 @@ every device (:mod:`reelscope.tasks.asr`). The device is resolved once, here.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -28,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, overload
 import numpy as np
 
 from reelscope.config import Settings
-from reelscope.engine import compiler
+from reelscope.engine import artifact, compiler
 from reelscope.engine.base import Runner
 from reelscope.engine.compiler import Engine, reference_runner
 from reelscope.engine.options import BuildOptions, CalibrationOptions, Normalization, Profile
@@ -59,6 +60,7 @@ T = TypeVar("T")
 # one call in 64 (a frame in about eight videos of 12 s); the recognizer's on one in 8.
 SHADOW_EVERY_DET = 64
 SHADOW_EVERY_REC = 8
+DET_MAX_BATCH = 8  # frames of one size from the videos read at once, merged in one call
 
 
 class _loaded(Generic[T]):
@@ -194,7 +196,7 @@ class Runtime:
         portrait = (side * 9 // 16 + 16) // 32 * 32  # a 16:9 frame, as the detector sees it
         det = self._serve(
             f"ocr-det-{size}-{side}", model(f"ocr_det_{size}").verify()[0],
-            Profile("x", (1, 3, 32, 32), (1, 3, portrait, side), (1, 3, side, side)),
+            Profile("x", (1, 3, 32, 32), (1, 3, portrait, side), (DET_MAX_BATCH, 3, side, side)),
             "ocr_det", (), holdout=4, shadow_every=SHADOW_EVERY_DET)
         rec = self._serve(
             f"ocr-rec-{size}", model(f"ocr_rec_{size}").verify()[0],
@@ -235,7 +237,8 @@ class Runtime:
         """USE's dense network from an engine (its token embeddings looked up before)."""
         served = self._serve("text-encoder", embed.export_onnx(self.settings.cache_path),
                              embed.input_profile(), "", ("vector",), holdout=16,
-                             torch_source="reelscope.tasks.use_net:use_module")
+                             torch_source="reelscope.tasks.use_net:use_module",
+                             cuda_graphs=False)  # a new graph for every text length
         return TextEncoder(served)
 
     @_loaded
@@ -248,7 +251,7 @@ class Runtime:
     def _serve(self, name: str, source: Path, profile: Profile, task: str,
                outputs: tuple[str, ...], normalization: Normalization = "unit",
                holdout: int = 16, shadow_every: int = 1, engine_file: str = "",
-               torch_source: str = "") -> ServedModel:
+               torch_source: str = "", cuda_graphs: bool = True) -> ServedModel:
         """The model at ``source`` (ONNX) served on this device: its engine (or an eager
         module where the torch backend cannot compile it), guarded by ``source`` in fp32
         when ``task`` is monitored, behind a batcher. ``torch_source``: the same model as
@@ -256,21 +259,25 @@ class Runtime:
         than a module converted from ONNX)."""
         built_from = torch_source if torch_source and self.backend == "torch" else source
         runner, use, reference, output = self._runner(name, built_from, profile,
-                                                      normalization, holdout, engine_file)
+                                                      normalization, holdout, engine_file,
+                                                      cuda_graphs)
         if task and self.settings.monitor:
             fallback = reference_runner(ModelSource.resolve(source), (profile,),
                                         self.picture_threads, optimize=True)
             health = self.monitor.task(task, reference)
             runner = GuardedRunner(runner, fallback, health, output, shadow_every)
         runner.__enter__()
-        served = ServedModel(name, runner, profile.name, outputs or (output,), use,
-                             self.options, self.context)
+        # a batch never goes past what the engine's profile accepts
+        options = dataclasses.replace(self.options,
+                                      max_batch=min(self.options.max_batch, profile.max[0]))
+        served = ServedModel(name, runner, profile.name, outputs or (output,), use, options,
+                             self.context)
         self._served.append(served)
         return served
 
     def _runner(self, name: str, source: Path | str, profile: Profile,
-                normalization: Normalization, holdout: int, engine_file: str
-                ) -> tuple[Runner, EngineUse, np.ndarray | None, str]:
+                normalization: Normalization, holdout: int, engine_file: str,
+                cuda_graphs: bool = True) -> tuple[Runner, EngineUse, np.ndarray | None, str]:
         """(runner, what it is, its drift reference, the output its confidence is read
         from)."""
         label = _model_name(name)
@@ -283,7 +290,8 @@ class Runtime:
             if not path.is_file() and failed.is_file():
                 return self._eager(source, profile, label, failed.read_text().strip())
             try:
-                engine = self._build(path, source, profile, normalization, holdout)
+                engine = self._build(path, source, profile, normalization, holdout,
+                                     cuda_graphs)
             except UnsupportedBuildError as exc:
                 if self.backend != "torch":
                     raise
@@ -297,13 +305,15 @@ class Runtime:
         return engine.runner, use, None if values is None else np.asarray(values), output
 
     def _build(self, path: Path, source: Path | str, profile: Profile,
-               normalization: Normalization, holdout: int) -> Engine:
+               normalization: Normalization, holdout: int, cuda_graphs: bool) -> Engine:
+        if path.is_file() and artifact.read_manifest(path)[0].profiles != (profile,):
+            path.unlink()  # built for other shapes (an older release): built again
         if not path.is_file():
             compiler.build(
                 source, path,
                 BuildOptions(backend=self.backend, precision=self.precision,
                              device=self.device, threads=self.picture_threads,
-                             profiles=(profile,),
+                             profiles=(profile,), cuda_graphs=cuda_graphs,
                              calibration=CalibrationOptions(normalization=normalization,
                                                             holdout=holdout)),
                 cache_dir=self.settings.cache_path)

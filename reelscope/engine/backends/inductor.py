@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import tempfile
+import threading
 import time
 import warnings
 import zipfile
@@ -84,6 +85,12 @@ def _layout(device: str, ndim: int) -> torch.memory_format:
     return torch.contiguous_format
 
 
+# Dynamo and Inductor compile one graph at a time per process: two models compiled from two
+# threads at once (a runtime loads its models side by side) fail with errors such as
+# "Attempt to trace generator". Every compile, and every call that may compile, holds this.
+_COMPILE_LOCK = threading.RLock()
+
+
 class TorchBuilder(Builder):
     NAME = "torch"
     PAYLOAD = "torch-export+inductor-cache"
@@ -121,7 +128,7 @@ class TorchBuilder(Builder):
             net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         job.progress("torch.export")
         try:
-            with torch.no_grad(), _quiet():
+            with _COMPILE_LOCK, torch.no_grad(), _quiet():
                 program = torch.export.export(net, tuple(examples), dynamic_shapes=tuple(dynamic))
             buf = io.BytesIO()
             torch.export.save(program, buf)
@@ -134,7 +141,7 @@ class TorchBuilder(Builder):
         compiled = CompiledProgram(buf.getvalue(), job.profiles, names, mode, device)
         # a private cache, so that the artifacts hold every kernel this engine needs
         with tempfile.TemporaryDirectory(prefix="reelscope-inductor-") as cache_dir, \
-                _private_caches(cache_dir):
+                _private_caches(cache_dir), _COMPILE_LOCK:
             torch._dynamo.reset()
             compiled.compile(examples)
             saved = torch.compiler.save_cache_artifacts()
@@ -193,7 +200,7 @@ class TorchRunner(Runner):
         start = time.perf_counter()
         program, artifacts, meta = unpack(self.payload)
         try:
-            with _quiet():
+            with _COMPILE_LOCK, _quiet():
                 torch._dynamo.reset()
                 before = _cache_counts()
                 torch.compiler.load_cache_artifacts(artifacts)
@@ -218,11 +225,12 @@ class TorchRunner(Runner):
         if self._model is None:
             raise EngineError("torch runner is not active")
         if not self.cuda_graphs:
-            with torch.no_grad():
+            with _COMPILE_LOCK, torch.no_grad():
                 return _as_list(self._model(*inputs))
         key = tuple(tuple(x.shape) for x in inputs)
         if key not in self._graphs:
-            self._graphs[key] = self._capture(inputs)
+            with _COMPILE_LOCK:
+                self._graphs[key] = self._capture(inputs)
         graph, static_in, static_out = self._graphs[key]
         for dst, src in zip(static_in, inputs, strict=True):
             dst.copy_(src)
@@ -240,7 +248,8 @@ class TorchRunner(Runner):
                 model(*static_in)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph), torch.no_grad():
+        # thread-local capture: the other models keep running on their own streams meanwhile
+        with torch.cuda.graph(graph, capture_error_mode="thread_local"), torch.no_grad():
             static_out = _as_list(model(*static_in))
         return graph, static_in, static_out
 

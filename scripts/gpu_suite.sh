@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# On the GPU machine, once scripts/gpu_stage.sh has staged the packages and weights there:
+#   bash scripts/gpu_suite.sh tests          # the tests marked gpu (pytest -m gpu)
+#   bash scripts/gpu_suite.sh bench CLIP     # benchmarks/gpu_e2e.py on CLIP, this checkout
+#                                            # against .old/ (a previous checkout) if there
+# Results go to $OUT (the device tool brings them back).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONPATH=/tmp/site:$PWD LD_LIBRARY_PATH=/tmp/site/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export REELSCOPE_CACHE_DIR=${REELSCOPE_CACHE_DIR:-/tmp/rs-cache} PYTHONUNBUFFERED=1
+export REELSCOPE_TEST_CACHE=$REELSCOPE_CACHE_DIR
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+case "${1:-}" in
+  tests)
+    python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_runtime.py tests/test_asr.py \
+      2>&1 | tee "$OUT/gpu-tests.log"
+    ;;
+  bench)
+    srcs=(--src .)
+    [ -d .old/reelscope ] && srcs+=(--src .old)
+    python3 benchmarks/gpu_e2e.py run --clip "$2" "${srcs[@]}" --latency-runs 10 \
+      --clips "${CLIPS:-24}" --in-flight "${IN_FLIGHT:-8}" --out "$OUT/gpu-e2e.json" \
+      2>&1 | tee "$OUT/gpu-e2e.log"
+    ;;
+  *) echo "usage: $0 tests|bench CLIP" >&2; exit 2 ;;
+esac
