@@ -71,9 +71,8 @@ def stream_context(device: str) -> Callable[[], AbstractContextManager[object]]:
 def quiet_cpu_pools() -> None:
     """One thread for BLAS, OpenMP and torch's CPU operations in a process whose models
     run on a GPU. What is left on the CPU there is small (numpy in OCR's post-processing,
-    Whisper's features), and pools of one thread per core spin between those calls:
-    measured on the H100 machine, the clip's speech cost 2.06 CPU seconds with them and
-    0.25 with one thread, in about the same time (0.21 and 0.25 s)."""
+    Whisper's features), and pools of one thread per core spin between those calls
+    (BENCHMARKS.md, runs e to h)."""
     import torch
     from threadpoolctl import threadpool_limits
 

@@ -1,11 +1,9 @@
 """Whisper on the GPU in worker processes of its own.
 
 Greedy decoding launches many small kernels per token from Python. In the analysis
-process it shares the interpreter lock with frame decoding, OCR's pre- and
-post-processing and the frame hashes, and waits for the lock at each launch: measured on
-the H100 machine, the 15 s clip's speech took 3.0 s beside the picture lane against
-about 0.1 s alone. A worker process has its own lock; the audio goes there (about 1 MB
-for 15 s) and the transcript comes back.
+process it shares the interpreter lock with the picture work and waits for it at each
+launch (BENCHMARKS.md measures how much). A worker process has its own lock; the audio
+goes there and the transcript comes back.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ portable cache artifacts (generated kernels, Triton binaries, autotuning results
 Loading compiles the program again from those artifacts: every graph is a cache
 hit, no kernel is generated or tuned again (``TorchRunner.cache_hits`` counts
 them). AOTInductor packages would need no compile step at all, but loading one
-crashed (segmentation fault) under torch 2.11 on the H100 machine. On CUDA,
+crashed under torch 2.11 (BENCHMARKS.md). On CUDA,
 4-D inputs use the channels-last layout (tensor-core convolutions), the weights
 are cast to fp16/bf16 as asked, and each batch size's launches are captured
 once into a CUDA graph and replayed. ONNX sources are converted with onnx2torch.
