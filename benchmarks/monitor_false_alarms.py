@@ -61,16 +61,25 @@ def pipeline_runs(engine: Path, clips: list[Path], work: Path, cache: Path,
 
 def stream(engine: Path, clips: list[Path], cache: Path) -> list[np.ndarray]:
     """Top-1 confidences per clip as the engine serves them (frames as the pipeline samples)."""
+    from reelscope.pipeline.batcher import BatcherOptions
+    from reelscope.pipeline.serving import ServedModel
+    from reelscope.report import EngineUse
     from reelscope.video.decode import sample_frames
     from reelscope.video.media import Limits, probe
 
     eng = compiler.load(engine, cache_dir=cache)
     out = []
-    with eng:
-        classifier = classify.Classifier(eng.runner)
+    eng.__enter__()
+    served = ServedModel("classifier", eng.runner, "image", ("logits", "features"),
+                         EngineUse(eng.manifest.backend, eng.manifest.precision),
+                         BatcherOptions(32, 0.0))
+    try:
+        classifier = classify.Classifier(served)
         for clip in clips:
             frames = list(sample_frames(probe(clip, Limits(600, 8192, 4096)), 2.0))
             out.append(drift.top1_confidence(classifier.run(frames).probs))
+    finally:
+        served.close()  # closes the engine's runner too
     return out
 
 

@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 from conftest import SAMPLE, faststart_copy
 
+from reelscope.config import Settings
 from reelscope.errors import CorruptMediaError
+from reelscope.pipeline.runtime import Runtime
 from reelscope.tasks.fingerprint import frame_hashes
-from reelscope.tasks.ocr import OcrReader, merge_captions, read_frames
+from reelscope.tasks.ocr import merge_captions, read_frames
 from reelscope.video.decode import index_video, sample_frames
 from reelscope.video.media import Limits, probe
 from reelscope.video.segments import decode_frames, plan
@@ -46,7 +48,8 @@ def test_segments_give_the_frames_one_decoder_gives() -> None:
         assert np.array_equal(got, want)
 
 
-def test_captions_are_read_from_frames_in_the_order_segments_decode_them() -> None:
+def test_captions_are_read_from_frames_in_the_order_segments_decode_them(
+        cache_dir: Path) -> None:
     """Frames of two segments, interleaved: each segment's first frame is read (the frame
     before it has not come), the others only when they change; the captions are the
     ones read in time order."""
@@ -54,9 +57,10 @@ def test_captions_are_read_from_frames_in_the_order_segments_decode_them() -> No
     frames = list(sample_frames(info, 2.0))
     half = len(frames) // 2
     interleaved = [f for pair in zip(frames[half:], frames[:half], strict=True) for f in pair]
-    reader = OcrReader("small", threads=2)
-    in_order = read_frames(reader, frames, 20.0, 2.0)
-    out_of_order = read_frames(reader, interleaved, 20.0, 2.0)
+    rt = Runtime(Settings.from_env({}, cache_dir=str(cache_dir), device="cpu"))
+    with rt, rt.ocr_reader() as reader:
+        in_order = read_frames(reader, frames, 20.0, 2.0)
+        out_of_order = read_frames(reader, interleaved, 20.0, 2.0)
     assert [t.time_s for t in out_of_order] == [f.time_s for f in frames]
     captions = [e.text for e in merge_captions(out_of_order, 0.5, info.duration_s)]
     assert captions == [e.text for e in merge_captions(in_order, 0.5, info.duration_s)]
