@@ -72,6 +72,7 @@ def test_the_python_api_of_the_readme_runs(tmp_path: Path, cache_dir: Path,
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("REELSCOPE_DB", str(tmp_path / "api.db"))
     monkeypatch.setenv("REELSCOPE_CACHE_DIR", str(cache_dir))
+    before = _batcher_threads()
     exec(compile(code.group(1), "README.md", "exec"), {})
     printed = capsys.readouterr().out.splitlines()
     assert wer(truth["speech"], printed[0]) <= 0.1
@@ -79,7 +80,11 @@ def test_the_python_api_of_the_readme_runs(tmp_path: Path, cache_dir: Path,
     assert printed[2] == "onnxruntime cpu"
     with sqlite3.connect(tmp_path / "api.db") as db:  # the first analysis only was stored
         assert db.execute("SELECT COUNT(*) FROM videos").fetchone()[0] == 1
-    assert not [t for t in threading.enumerate() if t.name.startswith("batcher-")]
+    assert _batcher_threads() == before  # leaving the runtime stopped its model servers
+
+
+def _batcher_threads() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name.startswith("batcher-")}
 
 
 def test_leaving_the_runtime_stops_its_model_servers(tmp_path: Path, cache_dir: Path) -> None:
@@ -87,8 +92,9 @@ def test_leaving_the_runtime_stops_its_model_servers(tmp_path: Path, cache_dir: 
         encoder = rt.text_encoder
         vector = encoder.encode("a cat sleeps on the sofa")
         assert vector is not None and abs(float(np.linalg.norm(vector)) - 1) < 1e-5
-        assert "batcher-text-encoder" in {t.name for t in threading.enumerate()}
-    assert "batcher-text-encoder" not in {t.name for t in threading.enumerate()}
+        thread = encoder.served.batcher._thread
+        assert thread.is_alive() and thread.name == "batcher-text-encoder"
+    assert not thread.is_alive()
 
 
 @pytest.mark.parametrize("text", ["a cat sleeps on the sofa", "今天天气很好 我们去海边"])
