@@ -30,25 +30,30 @@ def peak_run(clip: Path, src: Path, cache: Path, db: Path) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("REELSCOPE_")}
     env.update(PYTHONPATH=str(src), REELSCOPE_CACHE_DIR=str(cache), REELSCOPE_DB=str(db))
     start = time.perf_counter()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "reelscope", "analyze", str(clip), "--json", "--force",
-         "--max-duration-s", "3600", "--max-file-mb", "4000"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=src)
-    peak_kb, samples = 0, []
-    status = Path(f"/proc/{proc.pid}/status")
-    while proc.poll() is None:
-        try:
-            fields = dict(line.split(":", 1) for line in status.read_text().splitlines())
-            rss = int(fields["VmRSS"].split()[0])
-            peak_kb = max(peak_kb, int(fields["VmHWM"].split()[0]), rss)
-            samples.append((round(time.perf_counter() - start, 1), rss // 1024))
-        except (OSError, KeyError, ValueError):
-            pass
-        time.sleep(0.2)
-    out, err = proc.communicate()
-    if proc.returncode != 0:
-        raise RuntimeError(f"analyze failed: {err.strip().splitlines()[-1:]}")
-    report = json.loads(out)
+    # the report goes to a file: a pipe not read while the run is watched would fill up
+    # and stop the analysis at its last line
+    with tempfile.TemporaryFile("w+") as report_file, \
+            tempfile.TemporaryFile("w+") as errors_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "reelscope", "analyze", str(clip), "--json", "--force",
+             "--max-duration-s", "3600", "--max-file-mb", "4000"],
+            stdout=report_file, stderr=errors_file, text=True, env=env, cwd=src)
+        peak_kb, samples = 0, []
+        status = Path(f"/proc/{proc.pid}/status")
+        while proc.poll() is None:
+            try:
+                fields = dict(line.split(":", 1) for line in status.read_text().splitlines())
+                rss = int(fields["VmRSS"].split()[0])
+                peak_kb = max(peak_kb, int(fields["VmHWM"].split()[0]), rss)
+                samples.append((round(time.perf_counter() - start, 1), rss // 1024))
+            except (OSError, KeyError, ValueError):
+                pass
+            time.sleep(0.2)
+        report_file.seek(0)
+        errors_file.seek(0)
+        if proc.returncode != 0:
+            raise RuntimeError(f"analyze failed: {errors_file.read().strip().splitlines()[-1:]}")
+        report = json.loads(report_file.read())
     return {"clip": clip.name, "duration_s": report["video"]["duration_s"],
             "wall_s": round(time.perf_counter() - start, 1),
             "peak_rss_mib": round(peak_kb / 1024), "timings_s": report["timings_s"],

@@ -12,12 +12,13 @@ poorly on one 1080p stream.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import queue
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from queue import SimpleQueue
 
 import av
 
@@ -35,6 +36,7 @@ from reelscope.video.decode import (
 from reelscope.video.media import MediaInfo
 
 MIN_SEGMENT_S = 1.0  # shorter runs are merged: opening a decoder has a cost
+FRAMES_WAITING = 2  # decoded frames each segment may hold ready for the consumer
 
 
 @dataclass(frozen=True)
@@ -67,8 +69,20 @@ class _Stopped(Exception):
     another segment, or a caller that closed the generator)."""
 
 
+def _put(out: queue.Queue[object], item: object, stop: threading.Event) -> None:
+    """``item`` into ``out``, waiting while it is full; :class:`_Stopped` once the consumer
+    has stopped reading."""
+    while not stop.is_set():
+        try:
+            out.put(item, timeout=0.05)
+            return
+        except queue.Full:
+            continue
+    raise _Stopped
+
+
 def _decode(info: MediaInfo, index: VideoIndex, segment: Segment, pictures: Pictures,
-            threads: int, out: SimpleQueue[object], stop: threading.Event) -> float:
+            threads: int, out: queue.Queue[object], stop: threading.Event) -> float:
     """Put a :class:`Frame` into ``out`` for each chosen frame of ``segment``; return the
     time (from the video's start) of the last frame decoded."""
     left = {pts for pts in index.chosen if segment.start_s <= index.times[pts] < segment.end_s}
@@ -88,9 +102,9 @@ def _decode(info: MediaInfo, index: VideoIndex, segment: Segment, pictures: Pict
                     last_t = max(last_t, index.times.get(frame.pts, last_t))
                 if frame.pts in left:
                     left.discard(frame.pts)
-                    out.put(Frame(index=index.chosen[frame.pts],
-                                  time_s=max(0.0, index.times[frame.pts]),
-                                  rgb=pictures(frame)))
+                    _put(out, Frame(index=index.chosen[frame.pts],
+                                    time_s=max(0.0, index.times[frame.pts]),
+                                    rgb=pictures(frame)), stop)
                 if not left or last_t >= segment.end_s:
                     break
         except av.FFmpegError:
@@ -118,15 +132,22 @@ def decode_frames(info: MediaInfo, fps: float, workers: int, threads: int = 0
         return
     pictures = Pictures(info)
     per_segment = threads or max(1, (workers * 2) // len(segments))
-    queue: SimpleQueue[object] = SimpleQueue()
+    # a few frames per segment wait for the consumer: decoding never runs far ahead of the
+    # work on the frames (a long video's frames would pile up here)
+    frames: queue.Queue[object] = queue.Queue(maxsize=FRAMES_WAITING * len(segments))
     stop = threading.Event()
     done = object()
 
     def run(segment: Segment) -> None:
         try:
-            queue.put((done, _decode(info, found, segment, pictures, per_segment, queue, stop)))
+            item: object = (done, _decode(info, found, segment, pictures, per_segment, frames,
+                                          stop))
+        except _Stopped:
+            return
         except BaseException as exc:  # reaches the consumer
-            queue.put(exc)
+            item = exc
+        with contextlib.suppress(_Stopped):
+            _put(frames, item, stop)
 
     count, last_t, running = 0, -math.inf, len(segments)
     with ThreadPoolExecutor(len(segments), thread_name_prefix="decode") as pool:
@@ -134,7 +155,7 @@ def decode_frames(info: MediaInfo, fps: float, workers: int, threads: int = 0
             pool.submit(run, segment)
         try:
             while running:
-                item = queue.get()
+                item = frames.get()
                 if isinstance(item, Frame):
                     count += 1
                     yield item
