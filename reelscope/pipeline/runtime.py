@@ -125,7 +125,7 @@ class Runtime:
             torch.cuda.set_device(torch.device(self.device))
             set_memory_budget(self.device, self.settings.gpu_memory_fraction)
             quiet_cpu_pools()  # idle BLAS/OpenMP pools spin on every core (BENCHMARKS.md)
-        elif self.settings.threads:
+        else:  # on the CPU, torch runs Whisper in the speech lane: that lane's share of cores
             import torch
 
             torch.set_num_threads(self.speech_threads)
