@@ -162,11 +162,12 @@ class ClassifyJob:
     def result(self) -> ClassifyOutput:
         """The frames' classes and features in frame order."""
         self._flush()
-        paths = frozenset(p for f in self._futures for p in f.notes) or frozenset({"engine"})
         if not self.frames:
             return ClassifyOutput(np.zeros(0), np.zeros((0, 1000), np.float32),
-                                  np.zeros((0, 1280), np.float32), paths)
+                                  np.zeros((0, 1280), np.float32))
+        # the rows first: a batch's note on its path is there once the batch is done
         out = self.served.split(np.concatenate([f.result() for f in self._futures]))
+        paths = frozenset(self.served.paths_of(self._futures)) or frozenset({"engine"})
         order = np.argsort([index for index, _ in self.frames], kind="stable")
         return ClassifyOutput(
             times_s=np.array([self.frames[i][1] for i in order], dtype=np.float64),
