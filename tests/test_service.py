@@ -13,11 +13,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from conftest import SAMPLE
+from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from service_harness import Receiver, Server, tiny_clip, upload
 from test_bad_input import _truncated, _truncated_faststart
 from textmetrics import wer
+
+from reelscope.config import Settings
+from reelscope.pipeline import analyzer as analyzer_module
+from reelscope.service.app import create_app
+from reelscope.store.keys import ApiKeys
+from reelscope.store.store import Store
 
 
 def test_sample_uploaded_and_reported(
@@ -314,3 +322,35 @@ def _wait(condition: Callable[[], bool], timeout: float = 60) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.1)
+
+
+def test_the_worker_takes_the_uploads_hash_and_probe(
+    tmp_path: Path, cache_dir: Path, truth: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the server hashed the upload as it arrived and probed it when it checked it: its
+    # worker (here in the same process) analyzes the file without hashing or probing again
+    settings = Settings.from_env({}, db=str(tmp_path / "db.sqlite"), cache_dir=str(cache_dir),
+                                 spool_dir=str(tmp_path / "spool"), workers=1)
+    store = Store(settings.database_url)
+    secret = ApiKeys(store).create("app").secret
+    store.close()
+
+    def read_again(path: Path, *_: Any) -> Any:
+        raise AssertionError(f"{path} was read again")
+
+    monkeypatch.setattr(analyzer_module, "sha256_file", read_again)
+    monkeypatch.setattr(analyzer_module, "probe", read_again)
+    with TestClient(create_app(settings)) as api:
+        api.headers["Authorization"] = f"Bearer {secret}"
+        with SAMPLE.open("rb") as fh:
+            response = api.post("/v1/videos", files={"file": ("clip.mp4", fh, "video/mp4")})
+        assert response.status_code == 202, response.text
+        video_id = response.json()["id"]
+        deadline = time.monotonic() + 300
+        while (body := api.get(f"/v1/videos/{video_id}").json())["status"] not in (
+                "done", "failed") and time.monotonic() < deadline:
+            time.sleep(0.2)
+    assert body["status"] == "done", body["reason"]
+    assert {c["text"] for c in truth["captions"]} <= {e["text"] for e in body["report"]["ocr"]}
+    assert body["report"]["video"]["filename"] == "clip.mp4"
+    assert list(settings.spool_path.iterdir()) == []  # the file and its probe are gone

@@ -55,7 +55,7 @@ from reelscope.tasks.ocr import (
     read_frames_concurrently,
 )
 from reelscope.video.decode import Frame, decode_audio
-from reelscope.video.media import Limits, MediaInfo, check_file, probe
+from reelscope.video.media import Checked, Limits, MediaInfo, check_file, probe
 from reelscope.video.segments import decode_frames
 
 ProgressFn = Callable[[str], None]
@@ -106,16 +106,18 @@ class Analyzer:
         force: bool = False,
         on_frame: Callable[[Frame], None] | None = None,
         filename: str | None = None,
+        checked: Checked | None = None,
     ) -> Outcome:
         """Analyze ``path`` (or return the stored report of the same content).
 
         ``on_frame`` receives each sampled frame as it is decoded (in any order when the
         video is decoded in segments); ``filename`` is the name reported (default: the
-        file's own).
+        file's own); ``checked``: the file's hash and probe where they are known already
+        (an upload's), so that it is not read and probed again.
         """
         with _IN_FLIGHT.entered() as in_flight:
             return self._analyze(path, force, on_frame, filename,
-                                 self._parallelism(in_flight))
+                                 self._parallelism(in_flight), checked)
 
     def _parallelism(self, in_flight: int) -> _Parallelism:
         """Decoder segments and threads and OCR readers for one of ``in_flight`` videos.
@@ -131,15 +133,16 @@ class Analyzer:
         )
 
     def _analyze(self, path: Path, force: bool, on_frame: Callable[[Frame], None] | None,
-                 filename: str | None, parallel: _Parallelism) -> Outcome:
+                 filename: str | None, parallel: _Parallelism,
+                 checked: Checked | None = None) -> Outcome:
         start = time.perf_counter()
         check_file(path, self.limits)
-        sha = sha256_file(path)
+        sha = checked.sha256 if checked is not None else sha256_file(path)
         if not force and self.store is not None:
             stored = self.store.find_by_sha256(sha)
             if stored is not None:
                 return Outcome(stored, cached=True)
-        info = probe(path, self.limits)
+        info = checked.info if checked is not None else probe(path, self.limits)
         timings: dict[str, float] = {}
         step = 1.0 / self.settings.sample_fps
 
@@ -218,13 +221,15 @@ class Analyzer:
             timings["total"] = time.perf_counter() - start
         return Outcome(report, cached=False)
 
-    def add_reference(self, path: Path, title: str) -> ReferenceInfo:
-        """Fingerprint ``path`` into the copyright library (same content: same id)."""
+    def add_reference(self, path: Path, title: str,
+                      checked: Checked | None = None) -> ReferenceInfo:
+        """Fingerprint ``path`` into the copyright library (same content: same id);
+        ``checked`` as for :meth:`analyze`."""
         if self.store is None:
             raise ConfigError("adding a reference needs a database")
         check_file(path, self.limits)
-        sha = sha256_file(path)
-        info = probe(path, self.limits)
+        sha = checked.sha256 if checked is not None else sha256_file(path)
+        info = checked.info if checked is not None else probe(path, self.limits)
         timings: dict[str, float] = {}
         hasher = FrameHasher()
         with _IN_FLIGHT.entered() as in_flight:

@@ -35,13 +35,13 @@ from reelscope.service import errors
 from reelscope.service.metrics import Metrics
 from reelscope.service.uploads import Upload, receive
 from reelscope.service.webhooks import Deliverer
-from reelscope.service.worker import WorkerPool, spool_file
+from reelscope.service.worker import WorkerPool, checked_file, spool_file
 from reelscope.store.jobs import Job, JobQueue
 from reelscope.store.keys import ApiKey, ApiKeys
-from reelscope.store.store import Store
+from reelscope.store.store import ReferenceInfo, Store
 from reelscope.store.thumbnails import Thumbnails
 from reelscope.video.decode import check_complete
-from reelscope.video.media import Limits, probe
+from reelscope.video.media import Checked, Limits, MediaInfo, probe
 
 WEB = Path(__file__).parent / "web"
 
@@ -158,20 +158,25 @@ def _routes(app: FastAPI, svc: Service) -> None:
         """Upload a video (multipart field ``file``); it is queued for analysis."""
         upload = await _receive(request, svc)
         job_id = uuid.uuid4().hex
+        checked_path = checked_file(svc.settings, job_id)
         try:
-            await run_in_threadpool(_validate, upload, svc.limits)
+            info = await run_in_threadpool(_validate, upload, svc.limits)
             spooled = spool_file(svc.settings, job_id)
             upload.path.rename(spooled)
             upload.path = spooled
+            # the worker takes the hash and the probe from here: the file is not read again
+            checked_path.write_text(Checked(upload.sha256, replace(info, path=spooled)).to_json())
             submitted = await run_in_threadpool(
                 svc.jobs.submit, key.id, upload.sha256, upload.filename,
                 svc.settings.max_jobs_per_key, job_id,
             )
         except BaseException:
             upload.discard()
+            checked_path.unlink(missing_ok=True)
             raise
         if not submitted.created:
             upload.discard()  # this key sent the same content before: same job
+            checked_path.unlink(missing_ok=True)
         elif svc.pool is not None:
             svc.pool.wake()
         job = submitted.job
@@ -229,9 +234,15 @@ def _routes(app: FastAPI, svc: Service) -> None:
         upload = await _receive(request, svc)
         try:
             title = upload.fields.get("title", "").strip() or upload.filename or "untitled"
-            await run_in_threadpool(_validate, upload, svc.limits)
-            analyzer = Analyzer(svc.settings, svc.store, svc.runtime or Runtime(svc.settings))
-            info = await run_in_threadpool(analyzer.add_reference, upload.path, title[:255])
+            probed = await run_in_threadpool(_validate, upload, svc.limits)
+            checked = Checked(upload.sha256, probed)
+            if svc.runtime is not None:
+                analyzer = Analyzer(svc.settings, svc.store, svc.runtime)
+                info = await run_in_threadpool(analyzer.add_reference, upload.path,
+                                               title[:255], checked)
+            else:
+                info = await run_in_threadpool(_add_reference, svc, upload.path, title[:255],
+                                               checked)
         finally:
             upload.discard()
         return {
@@ -254,10 +265,19 @@ async def _receive(request: Request, svc: Service) -> Upload:
     return await receive(request, svc.settings.spool_path, max_bytes)
 
 
-def _validate(upload: Upload, limits: Limits) -> None:
-    """Refuse what cannot be analyzed now, with the client's filename in the message."""
+def _add_reference(svc: Service, path: Path, title: str, checked: Checked) -> ReferenceInfo:
+    """Add a reference with a runtime of its own (a server without workers has none)."""
+    with Runtime(svc.settings) as runtime:
+        return Analyzer(svc.settings, svc.store, runtime).add_reference(path, title, checked)
+
+
+def _validate(upload: Upload, limits: Limits) -> MediaInfo:
+    """Refuse what cannot be analyzed now, with the client's filename in the message;
+    the upload's probe."""
     try:
-        check_complete(probe(upload.path, limits))
+        info = probe(upload.path, limits)
+        check_complete(info)
+        return info
     except InputError as exc:
         name = upload.filename or "the upload"
         raise type(exc)(str(exc).replace(str(upload.path), name)) from exc

@@ -23,7 +23,7 @@ from reelscope.store.jobs import Job, JobQueue, Status
 from reelscope.store.store import Store
 from reelscope.store.thumbnails import Thumbnails
 from reelscope.video.decode import sample_frames
-from reelscope.video.media import Limits, probe
+from reelscope.video.media import Checked, Limits, probe
 from reelscope.video.thumbnails import ThumbnailMaker, thumbnails
 
 log = logging.getLogger("reelscope.worker")
@@ -33,6 +33,11 @@ IDLE_POLL_S = 0.5
 def spool_file(settings: Settings, job_id: str) -> Path:
     """Where the upload of ``job_id`` waits: named by the job's id, never by the client."""
     return settings.spool_path / f"job-{job_id}"
+
+
+def checked_file(settings: Settings, job_id: str) -> Path:
+    """Where the server leaves a job's hash and probe (:class:`Checked`) for its worker."""
+    return settings.spool_path / f"job-{job_id}.checked.json"
 
 
 class WorkerPool:
@@ -121,11 +126,20 @@ class WorkerPool:
             beat.join()
         if self.queue.finish(job.id, worker, status, reason):
             path.unlink(missing_ok=True)
+            checked_file(self.settings, job.id).unlink(missing_ok=True)
             if self.metrics is not None:
                 self.metrics.finished.labels(status).inc()
             log.info("job %s %s%s", job.id, status, f": {reason}" if reason else "")
         else:
             log.warning("job %s: lease lost to another worker; result left to it", job.id)
+
+    def _checked(self, job: Job, path: Path) -> Checked | None:
+        """The hash and probe the server found on upload (None: read the file again)."""
+        try:
+            checked = Checked.from_json(checked_file(self.settings, job.id).read_text(), path)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return checked if checked.sha256 == job.sha256 else None
 
     def _analyze(self, job: Job, path: Path, stage: dict[str, str]) -> tuple[Status, str]:
         if not path.exists():
@@ -135,11 +149,14 @@ class WorkerPool:
             self.settings, self.store, self.runtime, progress=lambda s: stage.update(name=s)
         )
         try:
-            outcome = analyzer.analyze(path, on_frame=maker.add, filename=job.filename)
+            checked = self._checked(job, path)
+            outcome = analyzer.analyze(path, on_frame=maker.add, filename=job.filename,
+                                       checked=checked)
             if not outcome.cached:
                 self.thumbs.save(job.sha256, maker.result())
             elif not self.thumbs.times(job.sha256):  # stored by the CLI: no thumbnails yet
-                frames = sample_frames(probe(path, Limits.of(self.settings)), 1.0)
+                info = checked.info if checked else probe(path, Limits.of(self.settings))
+                frames = sample_frames(info, 1.0)
                 self.thumbs.save(job.sha256, thumbnails(frames))
         except InputError as exc:
             return "failed", str(exc).replace(f"{path}: ", "")

@@ -8,8 +8,9 @@ default one is used.
 
 from __future__ import annotations
 
+import json
 import struct
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -136,6 +137,27 @@ class MediaInfo:
     audio_tracks: int = 0
     audio_language: str = ""
     audio_start_s: float = 0.0  # when the audio stream starts, in the video's time
+
+
+@dataclass(frozen=True)
+class Checked:
+    """A file already hashed and probed: an upload carries these from the server to the
+    worker that analyzes it, so that the file is read once for its hash and probed once."""
+
+    sha256: str
+    info: MediaInfo
+
+    def to_json(self) -> str:
+        info = {**asdict(self.info), "path": str(self.info.path)}
+        return json.dumps({"sha256": self.sha256, "info": info})
+
+    @classmethod
+    def from_json(cls, text: str, path: Path) -> Checked:
+        """The checked file, now at ``path`` (the same content, moved)."""
+        data = json.loads(text)
+        info = data["info"]
+        info.update(path=path, orientation=Orientation(**info["orientation"]))
+        return cls(data["sha256"], MediaInfo(**info))
 
 
 def check_file(path: Path, limits: Limits) -> int:
