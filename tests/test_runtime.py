@@ -145,25 +145,39 @@ def test_a_gpu_reads_and_hears_what_the_cpu_does(
         assert use.backend in ("torch", "torch-eager") and use.precision == "fp16", task
 
 
-@pytest.mark.gpu
-@pytest.mark.parametrize("fault", ["raises", "nan"])
-def test_a_failing_gpu_engine_is_bypassed_and_no_video_is_lost(
-        tmp_path: Path, cache_dir: Path, truth: dict[str, Any], fault: str,
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+@pytest.mark.parametrize("fault", ["raises", "nan", "wrong"])
+def test_a_failing_torch_engine_is_bypassed_and_no_video_is_lost(
+        tmp_path: Path, cache_dir: Path, truth: dict[str, Any], fault: str, device: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    with Runtime(_settings(tmp_path, cache_dir, device="cuda")) as rt:
+    """The monitor guards the torch backend's engines as it guards ONNX Runtime's
+    (tests/test_monitor.py): on the CPU here, on a GPU in the gpu suite."""
+    settings = _settings(tmp_path, cache_dir, device=device, engine_backend="torch",
+                         monitor_shadow_items=16)  # every item of a call is checked
+    with Runtime(settings) as rt:
         guarded = rt.classifier.served.guarded
-        assert guarded is not None
+        assert guarded is not None and rt.classifier.served.use.backend == "torch"
         real = guarded.primary._infer
 
         def broken(feed: Any) -> Any:
             if fault == "raises":
                 raise RuntimeError("CUDA error: an illegal memory access was encountered")
-            return {k: np.full_like(v, np.nan) for k, v in real(feed).items()}
+            out = real(feed)
+            if fault == "nan":
+                return {k: np.full_like(v, np.nan) for k, v in out.items()}
+            # confident, finite and wrong: the classes of the logits in reverse order
+            return {**out, "logits": np.ascontiguousarray(out["logits"][:, ::-1])}
 
         monkeypatch.setattr(guarded.primary, "_infer", broken)
         report = rt.analyze(SAMPLE, save=False)
+        classify = report.engines["classify"]
+        assert classify.fallback_active, (report.engines, rt.monitor.snapshot())
+        if fault == "wrong":  # caught by the shadow check on the first call's items
+            assert classify.path in ("engine", "engine+fallback")
+            report = rt.analyze(SAMPLE, save=False)
         _reads_and_hears_the_sample(report, truth)
-        assert report.engines["classify"].path == "fallback", (
-            report.engines, rt.monitor.snapshot())
-        assert report.engines["classify"].fallback_active
+        assert report.engines["classify"].path == "fallback"
         assert rt.monitor.tasks["classify"].snapshot()["incidents"] == 1
+        reason = rt.monitor.alerter.sent[0].reason
+        assert {"raises": "DeviceError", "nan": "NaN or inf",
+                "wrong": "shadow check"}[fault] in reason, reason
