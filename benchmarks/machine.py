@@ -33,7 +33,12 @@ def machine() -> dict[str, Any]:
 
 
 def commit() -> str:
-    """The repository's commit, with '+changes' when the work tree differs from it."""
+    """The repository's commit, with '+changes' when the work tree differs from it.
+    ``BENCH_COMMIT`` overrides it where the work tree is a copy whose git metadata is not
+    its own (the GPU machine's copy reads as the commit its checkout started from)."""
+    if os.environ.get("BENCH_COMMIT"):
+        return os.environ["BENCH_COMMIT"]
+
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], capture_output=True, text=True,
                               cwd=os.path.dirname(__file__)).stdout.strip()

@@ -3,7 +3,9 @@
 #   bash scripts/gpu_suite.sh tests          # the tests marked gpu (pytest -m gpu)
 #   bash scripts/gpu_suite.sh bench CLIP     # benchmarks/gpu_e2e.py on CLIP, this checkout
 #                                            # against .old/ (a previous checkout) if there
-# Results go to $OUT (the device tool brings them back).
+# Results go to $OUT (the device tool brings them back). The machine's copy of the work tree
+# reads as an older commit in git: pass BENCH_COMMIT=<this checkout's commit> so that the
+# results files name the code that ran.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=/tmp/site:$PWD LD_LIBRARY_PATH=/tmp/site/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
