@@ -313,6 +313,9 @@ def test_audio_starting_late_keeps_its_times(analyze: Analyze, clips: Path,
     segments = report.transcript.segments
     assert wer(text, report.transcript.text) <= 0.2, report.transcript.text
     assert segments[0].start_s >= 2.3 and segments[-1].end_s <= 7.0, segments
+    # the audio ends at 5.5 s, before the picture: the video is still 7 s long
+    assert report.video.duration_s == pytest.approx(7.0, abs=0.1)
+    assert report.labels[-1].end_s == pytest.approx(report.video.duration_s, abs=0.1)
 
 
 @pytest.mark.parametrize(("rate", "layout"), [(8000, "mono"), (48000, "5.1"), (44100, "stereo")])
