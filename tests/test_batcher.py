@@ -134,6 +134,8 @@ def test_a_slow_model_does_not_block_another_models_queue() -> None:
 def test_bad_options_are_refused() -> None:
     with pytest.raises(ConfigError, match="max_batch must be at least 1"):
         BatcherOptions(max_batch=0)
+    with pytest.raises(ConfigError, match="workers must be at least 1"):
+        BatcherOptions(workers=0)
 
 
 def test_closed_batcher_refuses_work_and_leaves_no_thread() -> None:
@@ -196,3 +198,32 @@ def test_device_errors_become_reelscope_errors_where_the_model_runs(
         runner.infer({"x": np.zeros((2, 3), np.float32)})
     assert type(caught.value) is becomes and says in str(caught.value)
     assert str(caught.value).startswith("the failing runner")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_workers_run_model_calls_side_by_side(workers: int) -> None:
+    # with two workers, two calls are in the model at once (each waits for the other at
+    # the barrier); with one, the second waits for the first and the barrier breaks
+    meeting = threading.Barrier(2, timeout=3)
+    met: list[bool] = []
+
+    def model(x: np.ndarray) -> np.ndarray:
+        try:
+            meeting.wait()
+            met.append(True)
+        except threading.BrokenBarrierError:
+            met.append(False)
+        return x * 2
+
+    options = BatcherOptions(max_batch=1, max_wait_s=0, workers=workers)
+    with DynamicBatcher(model, options, name="side-by-side") as batcher:
+        videos = [frames(v, 3) for v in range(4)]
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(batcher.run, videos))
+        names = sorted(t.name for t in threading.enumerate()
+                       if t.name.startswith("batcher-side-by-side"))
+    for got, x in zip(results, videos, strict=True):
+        np.testing.assert_array_equal(got, x * 2)  # rows still return to their videos
+    assert names == ["batcher-side-by-side", "batcher-side-by-side-1"][:workers]
+    assert met[:2] == [workers == 2] * 2
+    assert not [t for t in threading.enumerate() if t.name.startswith("batcher-side-by-side")]

@@ -128,8 +128,7 @@ class Analyzer:
         return _Parallelism(
             decode_segments=self.settings.decode_segments or (min(8, cores) if alone else 1),
             decode_threads=0 if alone else max(1, cores // in_flight),
-            ocr_readers=(self.settings.gpu_ocr_readers or (4 if alone else 1))
-            if self.runtime.cuda else 1,
+            ocr_readers=self.settings.gpu_ocr_readers or (4 if alone else 1),
         )
 
     def _analyze(self, path: Path, force: bool, on_frame: Callable[[Frame], None] | None,

@@ -9,7 +9,8 @@ batch. An out-of-memory error splits the batch in halves and retries them, and
 lowers the batch size used from then on (the memory budget it found).
 
 Each batcher has its own thread (and, on a GPU, may run under its own CUDA
-stream through ``context``), so a slow model never holds up another's queue.
+stream through ``context``), so a slow model never holds up another's queue; with
+``workers`` above 1 it has that many, taking batches and running the model side by side.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ def is_out_of_memory(exc: BaseException) -> bool:
 class BatcherOptions:
     max_batch: int = 32  # items per model call
     max_wait_s: float = 0.005  # how long the first item waits for others to join it
+    # model calls run at once, each by a thread of its own (ONNX Runtime runs calls of one
+    # session side by side, each on its caller's thread and the session's pool)
+    workers: int = 1
 
     @classmethod
     def of(cls, settings: Settings) -> BatcherOptions:
@@ -59,6 +63,8 @@ class BatcherOptions:
             raise ConfigError(f"max_batch must be at least 1, got {self.max_batch}")
         if self.max_wait_s < 0:
             raise ConfigError(f"max_wait_s must not be negative, got {self.max_wait_s}")
+        if self.workers < 1:
+            raise ConfigError(f"workers must be at least 1, got {self.workers}")
 
 
 @dataclass
@@ -115,9 +121,15 @@ class DynamicBatcher:
         self.batch_limit = self.options.max_batch  # lowered when out of memory
         self._queue: deque[_Item] = deque()
         self._cond = threading.Condition()
+        self._done = threading.Lock()  # the requests' rows and the stats, as batches finish
         self._closed = False
-        self._thread = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._loop, daemon=True,
+                             name=f"batcher-{name}" + (f"-{i}" if i else ""))
+            for i in range(self.options.workers)]
+        self._thread = self._threads[0]
+        for thread in self._threads:
+            thread.start()
 
     # callers ------------------------------------------------------------------------
 
@@ -142,8 +154,9 @@ class DynamicBatcher:
     def close(self) -> None:
         with self._cond:
             self._closed = True
-            self._cond.notify()
-        self._thread.join()
+            self._cond.notify_all()
+        for thread in self._threads:
+            thread.join()
 
     def __enter__(self) -> DynamicBatcher:
         return self
@@ -198,38 +211,41 @@ class DynamicBatcher:
         except Exception as exc:
             if self.oom(exc) and len(batch) > 1:
                 half = len(batch) // 2
-                self.stats.oom_splits += 1
-                self.batch_limit = max(1, min(self.batch_limit, half))
+                with self._done:
+                    self.stats.oom_splits += 1
+                    self.batch_limit = max(1, min(self.batch_limit, half))
                 log.warning("batcher %s: out of memory at batch %d; splitting, batch limit "
                             "now %d", self.name, len(batch), self.batch_limit)
                 self._run(batch[:half])
                 self._run(batch[half:])
                 return
-            for request in {id(item.request): item.request for item in batch}.values():
-                if not request.failed:
-                    request.failed = True
-                    request.future.set_exception(exc)
+            self._fail(batch, exc)
             return
         rows, note = result if isinstance(result, tuple) else (result, "")
         out = np.asarray(rows)
         if len(out) != len(batch):
-            error = EngineError(
-                f"model {self.name!r} returned {len(out)} rows for a batch of {len(batch)}")
-            for item in batch:
-                if not item.request.failed:
-                    item.request.failed = True
-                    item.request.future.set_exception(error)
+            self._fail(batch, EngineError(
+                f"model {self.name!r} returned {len(out)} rows for a batch of {len(batch)}"))
             return
-        self.stats.batches += 1
-        self.stats.items += len(batch)
-        self.stats.sizes.append(len(batch))
-        for item, row in zip(batch, out, strict=True):
-            request = item.request
-            if request.failed:
-                continue
-            if note:
-                request.future.notes.add(note)
-            request.rows[item.index] = row
-            request.left -= 1
-            if request.left == 0:
-                request.future.set_result(np.stack(request.rows))  # type: ignore[arg-type]
+        with self._done:
+            self.stats.batches += 1
+            self.stats.items += len(batch)
+            self.stats.sizes.append(len(batch))
+            for item, row in zip(batch, out, strict=True):
+                request = item.request
+                if request.failed:
+                    continue
+                if note:
+                    request.future.notes.add(note)
+                request.rows[item.index] = row
+                request.left -= 1
+                if request.left == 0:
+                    request.future.set_result(np.stack(request.rows))  # type: ignore[arg-type]
+
+    def _fail(self, batch: list[_Item], exc: BaseException) -> None:
+        """``exc`` reaches every request with items in ``batch`` (once each)."""
+        with self._done:
+            for request in {id(item.request): item.request for item in batch}.values():
+                if not request.failed:
+                    request.failed = True
+                    request.future.set_exception(exc)

@@ -267,8 +267,13 @@ class Runtime:
             health = self.monitor.task(task, reference)
             runner = GuardedRunner(runner, fallback, health, output, shadow_every)
         runner.__enter__()
-        # a batch never goes past what the engine's profile accepts
-        options = dataclasses.replace(self.options,
+        # a batch never goes past what the engine's profile accepts; on the CPU, ONNX
+        # Runtime's calls run side by side until every core has work (each call uses the
+        # picture lane's share of the cores)
+        workers = 1
+        if not self.cuda and use.backend == "onnxruntime":
+            workers = max(1, self.settings.cpu_threads // self.picture_threads)
+        options = dataclasses.replace(self.options, workers=workers,
                                       max_batch=min(self.options.max_batch, profile.max[0]))
         served = ServedModel(name, runner, profile.name, outputs or (output,), use, options,
                              self.context)
