@@ -146,7 +146,7 @@ def test_a_gpu_reads_and_hears_what_the_cpu_does(
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
-@pytest.mark.parametrize("fault", ["raises", "nan", "wrong"])
+@pytest.mark.parametrize("fault", ["raises", "nan", "wrong", "damaged"])
 def test_a_failing_torch_engine_is_bypassed_and_no_video_is_lost(
         tmp_path: Path, cache_dir: Path, truth: dict[str, Any], fault: str, device: str,
         monkeypatch: pytest.MonkeyPatch) -> None:
@@ -168,16 +168,32 @@ def test_a_failing_torch_engine_is_bypassed_and_no_video_is_lost(
             # confident, finite and wrong: the classes of the logits in reverse order
             return {**out, "logits": np.ascontiguousarray(out["logits"][:, ::-1])}
 
-        monkeypatch.setattr(guarded.primary, "_infer", broken)
+        if fault == "damaged":  # the engine's own weights, as a bad driver would leave them
+            _damage(guarded.primary._model.module)
+        else:
+            monkeypatch.setattr(guarded.primary, "_infer", broken)
         report = rt.analyze(SAMPLE, save=False)
         classify = report.engines["classify"]
         assert classify.fallback_active, (report.engines, rt.monitor.snapshot())
-        if fault == "wrong":  # caught by the shadow check on the first call's items
+        if fault in ("wrong", "damaged"):  # caught by the shadow check on the first calls
             assert classify.path in ("engine", "engine+fallback")
             report = rt.analyze(SAMPLE, save=False)
         _reads_and_hears_the_sample(report, truth)
         assert report.engines["classify"].path == "fallback"
         assert rt.monitor.tasks["classify"].snapshot()["incidents"] == 1
         reason = rt.monitor.alerter.sent[0].reason
-        assert {"raises": "DeviceError", "nan": "NaN or inf",
-                "wrong": "shadow check"}[fault] in reason, reason
+        assert {"raises": "DeviceError", "nan": "NaN or inf", "wrong": "shadow check",
+                "damaged": "shadow check"}[fault] in reason, reason
+
+
+def _damage(module: Any, scale: float = 0.1) -> None:
+    """Gaussian noise (``scale`` x each tensor's std) on every convolution's weights, in
+    place: the compiled engine reads them as they are now."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for weight in module.parameters():
+            if weight.ndim == 4:
+                noise = torch.randn(weight.shape, generator=generator) * scale
+                weight.add_((noise * weight.float().std().cpu()).to(weight))

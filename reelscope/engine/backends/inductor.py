@@ -273,6 +273,7 @@ class CompiledProgram:
     def __init__(self, program: bytes, profiles: tuple[Profile, ...], names: Sequence[str],
                  mode: str, device: str) -> None:
         module = torch.export.load(io.BytesIO(program)).module()
+        self.module = module  # its weights are the compiled graphs' inputs, not constants
         self.profiles = {p.name: p for p in profiles}
         self.names = tuple(names)
         self.device = device
