@@ -175,7 +175,9 @@ def test_nan_engine_falls_back_at_once_and_loses_no_video(
     assert [r["labels"] for r in runs] == [h["labels"] for h in healthy]
     alerts = analyzer.runtime.monitor.alerter.sent
     assert len(alerts) == 1 and "NaN or inf" in alerts[0].reason
-    assert analyzer.runtime.monitor.tasks["classify"].snapshot()["invalid_outputs"] == 1
+    # the calls in the engine when it failed saw NaN (one per batcher worker at most)
+    invalid = analyzer.runtime.monitor.tasks["classify"].snapshot()["invalid_outputs"]
+    assert 1 <= invalid <= analyzer.runtime.classifier.served.batcher.options.workers
 
 
 def test_the_path_is_reported_when_the_engine_is_slower_than_decoding(

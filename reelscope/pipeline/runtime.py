@@ -197,7 +197,10 @@ class Runtime:
         det = self._serve(
             f"ocr-det-{size}-{side}", model(f"ocr_det_{size}").verify()[0],
             Profile("x", (1, 3, 32, 32), (1, 3, portrait, side), (DET_MAX_BATCH, 3, side, side)),
-            "ocr_det", (), holdout=4, shadow_every=SHADOW_EVERY_DET)
+            "ocr_det", (), holdout=4, shadow_every=SHADOW_EVERY_DET,
+            # on the CPU a batch of frames costs what its frames cost one by one, and its
+            # activations (large at this resolution) add up: one frame a call there
+            max_batch=DET_MAX_BATCH if self.cuda else 1)
         rec = self._serve(
             f"ocr-rec-{size}", model(f"ocr_rec_{size}").verify()[0],
             Profile("x", (1, 3, 48, REC_WIDTH_BUCKET), (6, 3, 48, 320),
@@ -251,12 +254,14 @@ class Runtime:
     def _serve(self, name: str, source: Path, profile: Profile, task: str,
                outputs: tuple[str, ...], normalization: Normalization = "unit",
                holdout: int = 16, shadow_every: int = 1, engine_file: str = "",
-               torch_source: str = "", cuda_graphs: bool = True) -> ServedModel:
+               torch_source: str = "", cuda_graphs: bool = True,
+               max_batch: int = 0) -> ServedModel:
         """The model at ``source`` (ONNX) served on this device: its engine (or an eager
         module where the torch backend cannot compile it), guarded by ``source`` in fp32
         when ``task`` is monitored, behind a batcher. ``torch_source``: the same model as
         a PyTorch module factory, which the torch backend builds from (it exports better
-        than a module converted from ONNX)."""
+        than a module converted from ONNX). ``max_batch``: a lower cap on a call's items
+        than the profile's and the settings'."""
         built_from = torch_source if torch_source and self.backend == "torch" else source
         runner, use, reference, output = self._runner(name, built_from, profile,
                                                       normalization, holdout, engine_file,
@@ -273,8 +278,8 @@ class Runtime:
         workers = 1
         if not self.cuda and use.backend == "onnxruntime":
             workers = max(1, self.settings.cpu_threads // self.picture_threads)
-        options = dataclasses.replace(self.options, workers=workers,
-                                      max_batch=min(self.options.max_batch, profile.max[0]))
+        cap = min(self.options.max_batch, profile.max[0], max_batch or profile.max[0])
+        options = dataclasses.replace(self.options, workers=workers, max_batch=cap)
         served = ServedModel(name, runner, profile.name, outputs or (output,), use, options,
                              self.context)
         self._served.append(served)
