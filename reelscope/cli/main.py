@@ -14,6 +14,7 @@ import click
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from reelscope import malloc
 from reelscope.cli.engine import engine_group
 from reelscope.cli.options import (
     ANALYSIS_FIELDS,
@@ -151,24 +152,9 @@ def references_list(ctx: click.Context) -> None:
         click.echo(f"{ref.id}\t{ref.duration_s:.1f} s\t{ref.title}")
 
 
-def _few_malloc_arenas() -> None:
-    """glibc gives each thread that allocates its own malloc arena (up to 8 per core), and
-    an analysis runs many threads (lanes, batchers, decoders): their freed memory stays
-    mapped. Two arenas keep the peak about 0.3 GB lower at no measured cost in speed
-    (BENCHMARKS.md, long videos). Before any thread starts; nothing where it is not glibc."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-8, 2)  # M_ARENA_MAX
-    except (OSError, AttributeError):
-        pass
-
-
 def main() -> None:
     """Entry point: one clear line on stderr and a non-zero exit for every known error."""
-    _few_malloc_arenas()
+    malloc.few_arenas()
     try:
         cli.main(standalone_mode=False, prog_name="reelscope")
     except click.exceptions.Abort:

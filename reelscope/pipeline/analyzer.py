@@ -25,6 +25,7 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
+from reelscope import malloc
 from reelscope.config import Settings
 from reelscope.digest import sha256_file
 from reelscope.errors import ConfigError
@@ -250,6 +251,8 @@ class Analyzer:
             transcript = self.runtime.speech.transcribe(audio)
         with self._timed("audio_fingerprint", timings):
             items, item_s = audio_fingerprint(audio)
+        del audio
+        malloc.trim()  # the speech lane's large transient arrays, before what comes next
         _ = self.runtime.sentiment_ready
         return transcript, items, item_s
 
