@@ -24,8 +24,8 @@ def _glibc() -> Any:
 def few_arenas() -> None:
     """glibc gives each thread that allocates its own malloc arena (up to 8 per core), and
     an analysis runs many threads (lanes, batchers, decoders): their freed memory stays
-    mapped. Two arenas keep the peak about 0.3 GB lower at no measured cost in speed
-    (BENCHMARKS.md, long videos). Before any thread starts."""
+    mapped. Two arenas kept the peak of a 15 s 1080p analysis 0.3 GB lower (BENCHMARKS.md,
+    memory of long videos). Before any thread starts."""
     libc = _glibc()
     if libc is not None:
         libc.mallopt(-8, 2)  # M_ARENA_MAX
