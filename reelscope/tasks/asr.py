@@ -67,7 +67,8 @@ def is_silent(audio: np.ndarray) -> bool:
 
 class SpeechRecognizer:
     """Whisper on any device: faster-whisper's VAD (speech chunks joined) and log-mel
-    features, then :class:`~reelscope.tasks.whisper.GreedyDecoder` over 30 s windows, in
+    features, then :class:`~reelscope.tasks.whisper.GreedyDecoder` over 30 s windows (each
+    starting where the one before stopped, so that no speech at a boundary is lost), in
     fp32 on the CPU or in reduced precision on a GPU. One decoding rule everywhere, so a
     clip gives the same transcript on every device (greedy: as accurate as beam search
     on the test clips and faster, BENCHMARKS.md)."""
@@ -117,15 +118,21 @@ class SpeechRecognizer:
         mel, times = prepared
         language = ""
         segments: list[Segment] = []
-        for seek in range(0, mel.shape[1], N_FRAMES):
+        seek = 0
+        while seek < mel.shape[1]:
             window = mel[:, seek : seek + N_FRAMES]
             frames = window.shape[1]
             memories = self.decoder.encode(np.pad(window, ((0, 0), (0, N_FRAMES - frames))))
             language = language or self.decoder.language(memories)
             offset_s = seek * 0.01
-            for start, end, text in self._segments(
-                self.decoder.tokens(memories, language), frames * 0.01
-            ):
+            found = self._segments(self.decoder.tokens(memories, language), frames * 0.01)
+            seek += frames
+            if seek < mel.shape[1]:  # more speech follows this (full) window
+                resume_s = _resume_at(found, frames * 0.01)
+                if resume_s is not None:  # decode the rest again, from where it stopped
+                    found = [f for f in found if f[1] <= resume_s]
+                    seek += round(resume_s * 100) - frames
+            for start, end, text in found:
                 text = _simplify(text.strip()) if language == "zh" else text.strip()
                 if text:
                     segments.append(Segment(
@@ -155,6 +162,27 @@ class SpeechRecognizer:
         if text:
             segments.append((start, content_s, self.hf.decode(text)))
         return segments
+
+
+RESUME_MIN_S = 5.0  # a window moves on by at least this much
+RESUME_GAP_S = 1.0  # speech left undecoded at a window's end that is decoded again
+
+
+def _resume_at(found: list[tuple[float, float, str]], content_s: float) -> float | None:
+    """Where the next window starts, for a full window with more speech after it: at the
+    end of its last closed segment when the model stopped more than ``RESUME_GAP_S``
+    before the window's end, or at the start of an unfinished last segment (one the
+    window cut off), so that no speech at the boundary is lost; None: at its end."""
+    if not found:
+        return None
+    start, end, _ = found[-1]
+    if end >= content_s:  # cut off by the window's end: decode it again, whole
+        resume = start
+    elif content_s - end > RESUME_GAP_S:  # the model stopped early
+        resume = end
+    else:
+        return None
+    return resume if resume >= RESUME_MIN_S else None
 
 
 def _simplify(text: str) -> str:
