@@ -20,12 +20,6 @@ from reelscope.pipeline.batcher import BatcherOptions, BatchFuture, Context, Dyn
 from reelscope.report import EngineUse
 
 
-def paths_of(futures: Sequence[BatchFuture]) -> set[str]:
-    """The paths (engine, fallback) that served ``futures``, once all of them are done: a
-    batch's note names every path that served it, joined by "+"."""
-    return {path for future in futures for note in future.notes for path in note.split("+")}
-
-
 class ServedModel:
     """``runner`` (active; this object closes it) behind a batcher.
 
@@ -66,12 +60,14 @@ class ServedModel:
     def run(self, items: Sequence[np.ndarray] | np.ndarray) -> tuple[np.ndarray, set[str]]:
         """Rows for ``items`` (merged with other videos' calls), and which paths served."""
         future = self.submit(items)
-        return future.result(), paths_of([future])
+        return future.result(), self.paths_of([future])
 
     @staticmethod
     def paths_of(futures: Sequence[BatchFuture]) -> set[str]:
-        """The paths that served ``futures`` (once they are done)."""
-        return paths_of(futures)
+        """The paths (engine, fallback) that served ``futures``, once all of them are done:
+        a batch's note names every path that served it, joined by "+"."""
+        return {path for future in futures for note in future.notes
+                for path in note.split("+")}
 
     def split(self, rows: np.ndarray) -> dict[str, np.ndarray]:
         """A multi-output model's rows back into its outputs."""
