@@ -2,7 +2,8 @@
 # On the GPU machine, once scripts/gpu_stage.sh has staged the packages and weights there:
 #   bash scripts/gpu_suite.sh tests          # the tests marked gpu (pytest -m gpu)
 #   bash scripts/gpu_suite.sh bench CLIP     # benchmarks/gpu_e2e.py on CLIP, this checkout
-#                                            # against .old/ (a previous checkout) if there
+#                                            # against .old/ (a previous checkout) if there;
+#                                            # CPU_BASELINE=1: each on the CPU too
 # Results go to $OUT (the device tool brings them back). The machine's copy of the work tree
 # reads as an older commit in git: pass BENCH_COMMIT=<this checkout's commit> so that the
 # results files name the code that ran.
@@ -21,7 +22,8 @@ case "${1:-}" in
   bench)
     srcs=(--src .)
     [ -d .old/reelscope ] && srcs+=(--src .old)
-    python3 benchmarks/gpu_e2e.py run --clip "$2" "${srcs[@]}" --latency-runs 10 \
+    [ -n "${CPU_BASELINE:-}" ] && srcs+=(--cpu-baseline)
+    python3 benchmarks/gpu_e2e.py run --clip "$2" "${srcs[@]}" --latency-runs "${RUNS:-10}" \
       --clips "${CLIPS:-24}" --in-flight "${IN_FLIGHT:-8}" --out "$OUT/gpu-e2e.json" \
       2>&1 | tee "$OUT/gpu-e2e.log"
     ;;

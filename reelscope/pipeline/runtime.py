@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar, overload
 
 import numpy as np
 
@@ -32,7 +32,13 @@ from reelscope.config import Settings
 from reelscope.engine import artifact, compiler
 from reelscope.engine.base import Runner
 from reelscope.engine.compiler import Engine, reference_runner
-from reelscope.engine.options import BuildOptions, CalibrationOptions, Normalization, Profile
+from reelscope.engine.options import (
+    BuildOptions,
+    CalibrationOptions,
+    Normalization,
+    Precision,
+    Profile,
+)
 from reelscope.engine.source import ModelSource
 from reelscope.errors import ConfigError, EngineError, UnsupportedBuildError
 from reelscope.gpu.device import quiet_cpu_pools, resolve, set_memory_budget, stream_context
@@ -61,6 +67,51 @@ T = TypeVar("T")
 SHADOW_EVERY_DET = 64
 SHADOW_EVERY_REC = 8
 DET_MAX_BATCH = 8  # frames of one size from the videos read at once, merged in one call
+
+
+@dataclasses.dataclass(frozen=True)
+class DevicePolicy:
+    """Every choice that differs between the CPU and a GPU, made once from the settings
+    and the resolved device (the tasks and the serving code hold none)."""
+
+    device: str
+    backend: str  # of the engines: onnxruntime on the CPU, torch on a GPU, unless set
+    precision: Precision  # of the engines (reduced on a GPU, each through the accuracy gate)
+    speech_threads: int
+    picture_threads: int
+    # calls a served ONNX Runtime model runs side by side on the CPU, each with the
+    # picture lane's share of the cores, until every core has work; one on a GPU
+    calls_side_by_side: int
+    # frames per call of the text detector: on the CPU a batch costs what its frames cost
+    # one by one, and its activations (large at this resolution) add up
+    det_max_batch: int
+    speech_processes: int  # Whisper's worker processes (0: in this process)
+
+    # A module the torch backend could not compile runs eagerly with no accuracy gate
+    # behind it, so in fp32 (PP-OCRv6 in fp16 on the GPU missed a sign on a test clip
+    # that the CPU's fp32 engine reads: BENCHMARKS.md)
+    EAGER_PRECISION: ClassVar[Precision] = "fp32"
+
+    @classmethod
+    def of(cls, settings: Settings, device: str) -> DevicePolicy:
+        cuda = device.startswith("cuda")
+        backend = settings.engine_backend
+        if backend == "auto":
+            backend = "torch" if cuda else "onnxruntime"
+        speech = max(1, settings.cpu_threads // 2)
+        picture = max(1, settings.cpu_threads - speech)
+        return cls(
+            device=device, backend=backend,
+            precision=settings.gpu_precision if cuda else "fp32",
+            speech_threads=speech, picture_threads=picture,
+            calls_side_by_side=(max(1, settings.cpu_threads // picture)
+                                if not cuda and backend == "onnxruntime" else 1),
+            det_max_batch=DET_MAX_BATCH if cuda else 1,
+            speech_processes=settings.gpu_speech_processes if cuda else 0)
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.startswith("cuda")
 
 
 class _loaded(Generic[T]):
@@ -99,15 +150,13 @@ class Runtime:
         :class:`~reelscope.config.Settings` field, e.g. ``device="cpu"``)."""
         self.settings = settings if settings is not None else Settings.from_env(**overrides)
         self.device = resolve(self.settings.device)
-        self.cuda = self.device.startswith("cuda")
         self.settings.check_device(self.device)
-        self.precision = self.settings.gpu_precision if self.cuda else "fp32"
-        self.backend = self.settings.engine_backend
-        if self.backend == "auto":
-            self.backend = "torch" if self.cuda else "onnxruntime"
-        total = self.settings.cpu_threads
-        self.speech_threads = max(1, total // 2)
-        self.picture_threads = max(1, total - self.speech_threads)
+        self.policy = DevicePolicy.of(self.settings, self.device)
+        self.cuda = self.policy.cuda
+        self.precision = self.policy.precision
+        self.backend = self.policy.backend
+        self.speech_threads = self.policy.speech_threads
+        self.picture_threads = self.policy.picture_threads
         self.options = BatcherOptions.of(self.settings)
         self.context = stream_context(self.device)
         self._served: list[ServedModel] = []
@@ -123,6 +172,9 @@ class Runtime:
             import torch
 
             torch.cuda.set_device(torch.device(self.device))
+            # fp32 is fp32: no TF32 convolutions (the eager modules and the references)
+            torch.backends.cudnn.allow_tf32 = False
+            torch.backends.cuda.matmul.allow_tf32 = False
             set_memory_budget(self.device, self.settings.gpu_memory_fraction)
             quiet_cpu_pools()  # idle BLAS/OpenMP pools spin on every core (BENCHMARKS.md)
         else:  # on the CPU, torch runs Whisper in the speech lane: that lane's share of cores
@@ -198,9 +250,7 @@ class Runtime:
             f"ocr-det-{size}-{side}", model(f"ocr_det_{size}").verify()[0],
             Profile("x", (1, 3, 32, 32), (1, 3, portrait, side), (DET_MAX_BATCH, 3, side, side)),
             "ocr_det", (), holdout=4, shadow_every=SHADOW_EVERY_DET,
-            # on the CPU a batch of frames costs what its frames cost one by one, and its
-            # activations (large at this resolution) add up: one frame a call there
-            max_batch=DET_MAX_BATCH if self.cuda else 1)
+            max_batch=self.policy.det_max_batch)
         rec = self._serve(
             f"ocr-rec-{size}", model(f"ocr_rec_{size}").verify()[0],
             Profile("x", (1, 3, 48, REC_WIDTH_BUCKET), (6, 3, 48, 320),
@@ -228,11 +278,11 @@ class Runtime:
         """Whisper; on a GPU in ``gpu_speech_processes`` worker processes of its own (its
         decoding loop would otherwise wait for Python's lock behind the picture work)."""
         model_dir = asr.prepare_model_dir(self.settings.cache_path)
-        if self.cuda and self.settings.gpu_speech_processes:
+        if self.policy.speech_processes:
             from reelscope.gpu.speech import SpeechProcesses
 
             return SpeechProcesses(model_dir, self.device, self.precision,
-                                   self.settings.gpu_speech_processes)
+                                   self.policy.speech_processes)
         return asr.SpeechRecognizer(model_dir, self.device, self.precision)
 
     @_loaded
@@ -272,12 +322,8 @@ class Runtime:
             health = self.monitor.task(task, reference)
             runner = GuardedRunner(runner, fallback, health, output, shadow_every)
         runner.__enter__()
-        # a batch never goes past what the engine's profile accepts; on the CPU, ONNX
-        # Runtime's calls run side by side until every core has work (each call uses the
-        # picture lane's share of the cores)
-        workers = 1
-        if not self.cuda and use.backend == "onnxruntime":
-            workers = max(1, self.settings.cpu_threads // self.picture_threads)
+        workers = self.policy.calls_side_by_side if use.backend == "onnxruntime" else 1
+        # a batch never goes past what the engine's profile accepts
         cap = min(self.options.max_batch, profile.max[0], max_batch or profile.max[0])
         options = dataclasses.replace(self.options, workers=workers, max_batch=cap)
         served = ServedModel(name, runner, profile.name, outputs or (output,), use, options,
@@ -343,15 +389,17 @@ class Runtime:
         compile it: ``why``)."""
         from reelscope.engine.eager import EagerRunner
 
-        log.warning("%s runs as an eager torch module on %s: %s", label, self.device, why)
+        precision = DevicePolicy.EAGER_PRECISION
+        log.warning("%s runs as an eager torch module in %s on %s: %s", label, precision,
+                    self.device, why)
         src = ModelSource.resolve(source)
         try:
             module = src.torch_module()
         except EngineError as exc:
             raise EngineError(f"{label}: no engine and no torch module: {exc}") from exc
         runner = EagerRunner(module, src.input_names((profile,)), src.output_names, (profile,),
-                             device=self.device, precision=self.precision)
-        use = EngineUse("torch-eager", self.precision, label, device=self.device)
+                             device=self.device, precision=precision)
+        use = EngineUse("torch-eager", precision, label, device=self.device)
         return runner, use, None, src.output_names[0]
 
 

@@ -138,7 +138,12 @@ class OcrReader:
     def engine_use(self) -> EngineUse:
         det, rec = (face.model.engine_use(face.paths) for face in self.faces)
         paths = {p for face in self.faces for p in face.paths}
-        return EngineUse(det.backend, det.precision, f"{det.model} + {rec.model}",
+
+        def both(a: str, b: str) -> str:  # the detector's and the recognizer's, when they differ
+            return a if a == b else f"{a} + {b}"
+
+        return EngineUse(both(det.backend, rec.backend), both(det.precision, rec.precision),
+                         f"{det.model} + {rec.model}",
                          "+".join(sorted(paths)) or "engine",
                          det.fallback_active or rec.fallback_active, det.device)
 
