@@ -87,9 +87,8 @@ class DevicePolicy:
     det_max_batch: int
     speech_processes: int  # Whisper's worker processes (0: in this process)
 
-    # A module the torch backend could not compile runs eagerly with no accuracy gate
-    # behind it, so in fp32 (PP-OCRv6 in fp16 on the GPU missed a sign on a test clip
-    # that the CPU's fp32 engine reads: BENCHMARKS.md)
+    # A module the torch backend could not compile runs eagerly, with no accuracy gate
+    # to vouch for a reduced precision: in fp32 (the H200 figures in BENCHMARKS.md are so)
     EAGER_PRECISION: ClassVar[Precision] = "fp32"
 
     @classmethod
