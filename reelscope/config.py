@@ -31,6 +31,7 @@ GROUPS = {  # a field's group -> the heading its flag is listed under in --help
     "device": "Device and GPU",
     "monitoring": "Monitoring",
     "service": "Service",
+    "batch": "Batch",
     "storage": "Storage",
 }
 
@@ -143,6 +144,10 @@ class Settings:
         3, "monitoring", "healthy shadow probes in a row that restore the engine", above=0)
     alert_webhook: str = _setting(
         "", "monitoring", "URL that receives an alert when a task falls back")
+    # batch ------------------------------------------------------------------
+    batch_in_flight: int = _setting(
+        2, "batch", "videos 'reelscope batch' analyzes at once in one runtime (on a GPU, "
+        "8 keep it busier)", above=0)
     # service ----------------------------------------------------------------
     workers: int = _setting(
         1, "service", "analysis workers in 'reelscope serve' (0: run none)", at_least=0)

@@ -12,12 +12,21 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from reelscope import malloc
 from reelscope.cli.engine import engine_group
 from reelscope.cli.options import (
     ANALYSIS_FIELDS,
+    BATCH_FIELDS,
     GroupedCommand,
     build_settings,
     settings_options,
@@ -91,6 +100,58 @@ def analyze(ctx: click.Context, path: Path, as_json: bool, force: bool, **overri
         summary(out, outcome.report, cached=outcome.cached)
 
 
+@cli.command(cls=GroupedCommand)
+@click.argument("paths", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True,
+              help='print only a JSON summary: {"done": [ids], "skipped": [ids], '
+                   '"failed": [{"path", "error"}]}')
+@settings_options(*BATCH_FIELDS)
+@click.pass_context
+def batch(ctx: click.Context, paths: tuple[str, ...], as_json: bool, **overrides: Any) -> None:
+    """Analyze and store many videos: each PATH a file, a folder (searched for videos) or
+    @list.txt (a path per line). What is stored already is skipped; the same content
+    twice is analyzed once. Exit status 1 when any video failed."""
+    from reelscope.pipeline.batch import Summary, collect, run_local
+
+    settings = _settings(ctx, overrides)
+    todo = collect(paths)
+    if not todo:
+        raise InputError("no videos found in " + ", ".join(paths))
+    with Progress(
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+        console=err,
+        transient=True,
+        disable=not err.is_terminal,
+    ) as bar:
+        task = bar.add_task("analyzing", total=len(todo), rate="")
+
+        def on_result(result: Any) -> None:
+            bar.advance(task)
+            elapsed = bar.tasks[task].elapsed or 0.0
+            done = bar.tasks[task].completed
+            if elapsed > 0:
+                bar.update(task, rate=f"{done / elapsed:.2f} clips/s")
+            if result.status == "failed" and not as_json:
+                err.print(f"failed: {result.path}: {result.error}", markup=False,
+                          highlight=False)
+
+        results = run_local(todo, settings, on_result)
+    outcome = Summary.of(results)
+    if as_json:
+        click.echo(outcome.to_json())
+    else:
+        out.print(outcome.line(), markup=False, highlight=False)
+    if outcome.failed:
+        ctx.exit(1)
+
+
 @cli.command()
 @click.argument("video_id")
 @click.option("--json", "as_json", is_flag=True, help="print the report as JSON")
@@ -156,7 +217,9 @@ def main() -> None:
     """Entry point: one clear line on stderr and a non-zero exit for every known error."""
     malloc.few_arenas()
     try:
-        cli.main(standalone_mode=False, prog_name="reelscope")
+        code = cli.main(standalone_mode=False, prog_name="reelscope")
+        if isinstance(code, int) and code:  # a command's ctx.exit(code)
+            sys.exit(code)
     except click.exceptions.Abort:
         err.print("aborted")
         sys.exit(130)

@@ -47,6 +47,7 @@ ANALYSIS_FIELDS = (
     "monitor_probes",
     "alert_webhook",
 )
+BATCH_FIELDS = (*ANALYSIS_FIELDS, "batch_in_flight")
 SERVICE_FIELDS = (
     *ANALYSIS_FIELDS,
     "workers",

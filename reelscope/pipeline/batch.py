@@ -1,0 +1,210 @@
+"""Batch analysis of a video library (``reelscope batch``).
+
+The paths given (files, folders searched for videos, ``@list.txt`` files of paths) are
+analyzed by an executor: here, one runtime with ``batch_in_flight`` videos at once. Every
+report is stored by its content hash, so a re-run skips what is stored, and the same
+content twice in one run is analyzed once (the first path to claim its hash analyzes
+it; the others are reported as skipped with its id, or as failed when it failed).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from reelscope.config import Settings
+from reelscope.digest import sha256_file
+from reelscope.errors import InputError, ReelscopeError
+from reelscope.video.media import Checked, Limits, check_file, probe
+
+if TYPE_CHECKING:
+    from reelscope.pipeline.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = frozenset({".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".3gp",
+                            ".ts", ".mts", ".flv", ".wmv", ".mpg", ".mpeg"})
+Status = Literal["done", "skipped", "failed", "duplicate"]
+
+
+def collect(items: Iterable[str]) -> list[str]:
+    """The paths to analyze, in order, each once: a file as given, a folder's videos
+    (searched recursively, by suffix, sorted), the lines of an ``@list.txt`` (blank lines
+    and ``#`` comments left out; relative paths are relative to the list's folder). A
+    path that does not exist is kept: its analysis fails with a clear reason."""
+    out: dict[str, None] = {}
+    for item in items:
+        for path in _expand(item):
+            out.setdefault(path, None)
+    return list(out)
+
+
+def _expand(item: str) -> Iterator[str]:
+    if item.startswith("@"):
+        listing = Path(item[1:])
+        try:
+            lines = listing.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"{listing}: cannot read the list of videos: {exc}") from exc
+        for line in lines:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                path = Path(line)
+                yield str(path if path.is_absolute() else listing.parent / path)
+        return
+    path = Path(item)
+    if path.is_dir():
+        yield from sorted(str(p) for p in path.rglob("*")
+                          if p.suffix.lower() in VIDEO_SUFFIXES and p.is_file())
+    else:
+        yield str(path)
+
+
+@dataclass(frozen=True)
+class ItemResult:
+    """What became of one path."""
+
+    path: str
+    status: Status
+    video_id: str = ""
+    error: str = ""
+    duplicate_of: str = ""  # for "duplicate": the path that analyzes the same content
+
+
+@dataclass
+class Summary:
+    """A run's outcome: ids analyzed and stored, ids skipped (stored before, or the same
+    content as another path of the run), and the paths that failed with their reason."""
+
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    failed: list[dict[str, str]] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, results: Sequence[ItemResult]) -> Summary:
+        by_path = {r.path: r for r in results}
+        summary = cls()
+        for r in results:
+            if r.status == "duplicate":
+                first = by_path.get(r.duplicate_of)
+                if first is not None and first.status in ("done", "skipped"):
+                    r = ItemResult(r.path, "skipped", first.video_id)
+                else:
+                    why = first.error if first is not None else "not analyzed"
+                    r = ItemResult(r.path, "failed", error=(
+                        f"the same content as {r.duplicate_of}, which failed: {why}"))
+            if r.status == "done":
+                summary.done.append(r.video_id)
+            elif r.status == "skipped":
+                summary.skipped.append(r.video_id)
+            else:
+                summary.failed.append({"path": r.path, "error": r.error})
+        return summary
+
+    def to_json(self) -> str:
+        return json.dumps({"done": self.done, "skipped": self.skipped, "failed": self.failed},
+                          ensure_ascii=False)
+
+    def line(self) -> str:
+        return (f"{len(self.done)} done, {len(self.skipped)} already stored, "
+                f"{len(self.failed)} failed")
+
+
+class Claims(Protocol):
+    def claim(self, sha256: str, path: str) -> str:
+        """The path that analyzes this content in this run: ``path`` when it is the
+        first to ask (or asks again, as a retry does), else the first one."""
+        ...
+
+
+class LocalClaims:
+    """Claims of the threads of one process."""
+
+    def __init__(self) -> None:
+        self._owners: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def claim(self, sha256: str, path: str) -> str:
+        with self._lock:
+            return self._owners.setdefault(sha256, path)
+
+
+class ItemAnalyzer(Protocol):
+    """What :func:`analyze_item` needs of :class:`reelscope.pipeline.analyzer.Analyzer`."""
+
+    limits: Limits
+
+    def stored_id(self, sha256: str) -> str | None: ...
+
+    def analyze_checked(self, path: Path, checked: Checked) -> tuple[str, bool]: ...
+
+
+def analyze_item(analyzer: ItemAnalyzer, path: str, claims: Claims) -> ItemResult:
+    """Analyze and store one path, unless its content is stored already or claimed by
+    another path of the run; a bad file is a failed result with its reason, never an
+    exception."""
+    try:
+        file = Path(path)
+        check_file(file, analyzer.limits)
+        sha = sha256_file(file)
+        stored = analyzer.stored_id(sha)
+        if stored is not None:
+            return ItemResult(path, "skipped", stored)
+        owner = claims.claim(sha, path)
+        if owner != path:
+            return ItemResult(path, "duplicate", duplicate_of=owner)
+        video_id, cached = analyzer.analyze_checked(file, Checked(sha, probe(file,
+                                                                             analyzer.limits)))
+        return ItemResult(path, "skipped" if cached else "done", video_id)
+    except ReelscopeError as exc:
+        return ItemResult(path, "failed", error=str(exc))
+    except Exception as exc:  # a bug must not stop a library's run: kept with its trace
+        log.exception("internal error on %s", path)
+        return ItemResult(path, "failed", error=f"internal error: {type(exc).__name__}: {exc}")
+
+
+class StoredAnalyzer:
+    """An :class:`~reelscope.pipeline.analyzer.Analyzer` over a store and a runtime, in
+    the shape :func:`analyze_item` uses."""
+
+    def __init__(self, settings: Settings, runtime: Runtime) -> None:
+        from reelscope.pipeline.analyzer import Analyzer
+        from reelscope.store.store import Store
+
+        self.store = Store(settings.database_url)
+        self.analyzer = Analyzer(settings, self.store, runtime)
+        self.limits = self.analyzer.limits
+
+    def stored_id(self, sha256: str) -> str | None:
+        report = self.store.find_by_sha256(sha256)
+        return None if report is None else report.video.id
+
+    def analyze_checked(self, path: Path, checked: Checked) -> tuple[str, bool]:
+        outcome = self.analyzer.analyze(path, checked=checked)
+        return outcome.report.video.id, outcome.cached
+
+
+def run_local(paths: Sequence[str], settings: Settings,
+              on_result: Callable[[ItemResult], None] = lambda r: None) -> list[ItemResult]:
+    """Every path through one runtime on this machine, ``settings.batch_in_flight`` at a
+    time; ``on_result`` is called as each one ends."""
+    from reelscope.pipeline.runtime import Runtime
+
+    claims = LocalClaims()
+    with Runtime(settings) as runtime:
+        analyzer = StoredAnalyzer(settings, runtime)
+
+        def one(path: str) -> ItemResult:
+            result = analyze_item(analyzer, path, claims)
+            on_result(result)
+            return result
+
+        with ThreadPoolExecutor(settings.batch_in_flight,
+                                thread_name_prefix="batch") as pool:
+            return list(pool.map(one, paths))
