@@ -67,3 +67,42 @@ def test_analyze_show_and_match_on_postgres(
     bad = run_cli("analyze", str(_truncated(tmp_path / "cut.mp4")), db=pg_url)
     assert bad.code == 2 and "truncated or damaged" in bad.stderr
     assert _rows(pg_url) == before
+
+
+def test_processes_starting_together_on_a_new_database_all_open_it() -> None:
+    """A service's workers on a cluster start at once on a new database: each creates the
+    tables where they are missing, and none fails on another's half-made table."""
+    import threading
+
+    from reelscope.store.store import Store
+
+    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"reelscope_test_{uuid.uuid4().hex[:8]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except sa.exc.OperationalError as exc:
+        unavailable(f"PostgreSQL not reachable at {ADMIN_URL}: {exc.orig}")
+    url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    start = threading.Barrier(8)
+    errors: list[BaseException] = []
+
+    def open_store() -> None:
+        start.wait()
+        try:
+            Store(url).close()
+        except BaseException as exc:  # collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(8)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+        assert Store(url).count_videos() == 0
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+        admin.dispose()

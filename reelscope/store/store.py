@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sqlalchemy import create_engine, event, func, select
+from sqlalchemy import create_engine, event, func, select, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,6 +23,7 @@ from reelscope.store.schema import Base, ReferenceRow, VideoRow
 from reelscope.tasks.copyright import LibraryEntry
 from reelscope.tasks.fingerprint import Fingerprint
 
+_SCHEMA_LOCK = 0x7265656C  # the advisory lock key of creating the tables ("reel")
 VISUAL_WEIGHT = 0.7  # similarity = 0.7 visual + 0.3 text when both videos have text
 
 
@@ -52,10 +53,21 @@ class Store:
             event.listen(self.engine, "connect", _sqlite_pragmas)
             event.listen(self.engine, "begin", _sqlite_begin_immediate)
         try:
-            Base.metadata.create_all(self.engine)
+            self._create_tables()
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot open database {_safe(url)}: {_cause(exc)}") from exc
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def _create_tables(self) -> None:
+        """The tables, where they are missing. On PostgreSQL under an advisory lock:
+        processes starting together on a new database (a service's workers on a cluster)
+        would otherwise race to create the same table."""
+        if self.engine.dialect.name != "postgresql":
+            Base.metadata.create_all(self.engine)
+            return
+        with self.engine.begin() as conn:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+            Base.metadata.create_all(conn)
 
     def close(self) -> None:
         self.engine.dispose()
