@@ -31,7 +31,7 @@ GROUPS = {  # a field's group -> the heading its flag is listed under in --help
     "device": "Device and GPU",
     "monitoring": "Monitoring",
     "service": "Service",
-    "batch": "Batch",
+    "cluster": "Batch and Ray cluster",
     "storage": "Storage",
 }
 
@@ -146,8 +146,24 @@ class Settings:
         "", "monitoring", "URL that receives an alert when a task falls back")
     # batch ------------------------------------------------------------------
     batch_in_flight: int = _setting(
-        2, "batch", "videos 'reelscope batch' analyzes at once in one runtime (on a GPU, "
+        2, "cluster", "videos 'reelscope batch' analyzes at once in one runtime (on a GPU, "
         "8 keep it busier)", above=0)
+    ray: str = _setting(
+        "", "cluster", "where 'reelscope batch' and the service's workers run: '' on this "
+        "machine; 'local': a Ray instance started for the run; 'auto' or HOST:PORT: a "
+        "running Ray cluster")
+    ray_gpus_per_actor: float = _setting(
+        1.0, "cluster", "GPUs each analysis actor holds on a cluster with GPUs (a fraction "
+        "shares one)", above=0)
+    ray_cpus_per_actor: float = _setting(
+        2.0, "cluster", "CPUs each analysis actor holds (on a cluster without GPUs, one actor "
+        "per this many CPUs)", above=0)
+    ray_actors: int = _setting(
+        0, "cluster", "analysis actors; 0: as many as the cluster's GPUs (or CPUs) hold",
+        at_least=0)
+    ray_max_retries: int = _setting(
+        2, "cluster", "times a video is analyzed again when its actor or node is lost",
+        at_least=0)
     # service ----------------------------------------------------------------
     workers: int = _setting(
         1, "service", "analysis workers in 'reelscope serve' (0: run none)", at_least=0)

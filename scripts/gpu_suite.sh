@@ -4,6 +4,8 @@
 #   bash scripts/gpu_suite.sh bench CLIP     # benchmarks/gpu_e2e.py on CLIP, this checkout
 #                                            # against .old/ (a previous checkout) if there;
 #                                            # CPU_BASELINE=1: each on the CPU too
+#   bash scripts/gpu_suite.sh batch CLIP     # benchmarks/batch_scale.py --gpus: reelscope
+#                                            # batch on Ray with 1 GPU, then every GPU
 # Results go to $OUT (the device tool brings them back). The machine's copy of the work tree
 # reads as an older commit in git: pass BENCH_COMMIT=<this checkout's commit> so that the
 # results files name the code that ran.
@@ -27,5 +29,10 @@ case "${1:-}" in
       --clips "${CLIPS:-24}" --in-flight "${IN_FLIGHT:-8}" --out "$OUT/gpu-e2e.json" \
       2>&1 | tee "$OUT/gpu-e2e.log"
     ;;
-  *) echo "usage: $0 tests|bench CLIP" >&2; exit 2 ;;
+  batch)
+    python3 benchmarks/batch_scale.py --gpus --clip "$2" --copies "${COPIES:-24}" \
+      --in-flight "${IN_FLIGHT:-8}" --cache "$REELSCOPE_CACHE_DIR" \
+      --out "$OUT/batch-scale.json" 2>&1 | tee "$OUT/batch-scale.log"
+    ;;
+  *) echo "usage: $0 tests|bench|batch CLIP" >&2; exit 2 ;;
 esac

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sqlite3
 from pathlib import Path
@@ -58,7 +59,9 @@ def test_a_library_is_analyzed_once_per_content_and_a_rerun_skips_it(
     failed = {Path(f["path"]).name: f["error"] for f in summary["failed"]}
     assert set(failed) == {"d-cut.mp4", "e-cut-faststart.mp4"}
     assert "truncated or damaged" in failed["d-cut.mp4"]
-    assert "truncated" in failed["e-cut-faststart.mp4"]
+    # it opens, then its frames run out: read alone, "truncated"; decoded beside another
+    # video (fewer threads), the decoder may say "damaged" first
+    assert re.search("truncated|damaged file", failed["e-cut-faststart.mp4"])
 
     # again, from a list of paths: everything is stored already
     listing = tmp_path / "list.txt"

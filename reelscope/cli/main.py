@@ -142,7 +142,12 @@ def batch(ctx: click.Context, paths: tuple[str, ...], as_json: bool, **overrides
                 err.print(f"failed: {result.path}: {result.error}", markup=False,
                           highlight=False)
 
-        results = run_local(todo, settings, on_result)
+        if settings.ray:
+            from reelscope.pipeline.ray_cluster import run_ray
+
+            results = run_ray(todo, settings, on_result)
+        else:
+            results = run_local(todo, settings, on_result)
     outcome = Summary.of(results)
     if as_json:
         click.echo(outcome.to_json())

@@ -47,7 +47,8 @@ ANALYSIS_FIELDS = (
     "monitor_probes",
     "alert_webhook",
 )
-BATCH_FIELDS = (*ANALYSIS_FIELDS, "batch_in_flight")
+RAY_FIELDS = ("ray", "ray_gpus_per_actor", "ray_cpus_per_actor", "ray_actors")
+BATCH_FIELDS = (*ANALYSIS_FIELDS, "batch_in_flight", *RAY_FIELDS, "ray_max_retries")
 SERVICE_FIELDS = (
     *ANALYSIS_FIELDS,
     "workers",
@@ -57,6 +58,7 @@ SERVICE_FIELDS = (
     "job_max_attempts",
     "webhook_max_attempts",
     "webhook_backoff_s",
+    *RAY_FIELDS,
 )
 
 

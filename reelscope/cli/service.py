@@ -92,9 +92,21 @@ def serve(ctx: click.Context, host: str, port: int, **overrides: Any) -> None:
 
     _logging()
     settings = build_settings(ctx.find_root().obj["db"], overrides)
-    app = create_app(settings)
-    click.echo(f"reelscope serving on http://{host}:{port} (docs at /docs)", err=True)
-    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
+    if not settings.ray:
+        app = create_app(settings)
+        click.echo(f"reelscope serving on http://{host}:{port} (docs at /docs)", err=True)
+        uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
+        return
+    from reelscope.pipeline.ray_cluster import ServiceWorkers
+
+    cluster = ServiceWorkers(settings)  # the workers run there, none here
+    try:
+        app = create_app(settings, workers=0)
+        click.echo(f"reelscope serving on http://{host}:{port} (docs at /docs), its "
+                   f"workers on the Ray cluster {settings.ray}", err=True)
+        uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
+    finally:
+        cluster.stop()
 
 
 @click.command("worker", cls=GroupedCommand)

@@ -149,24 +149,46 @@ def analyze_item(analyzer: ItemAnalyzer, path: str, claims: Claims) -> ItemResul
     """Analyze and store one path, unless its content is stored already or claimed by
     another path of the run; a bad file is a failed result with its reason, never an
     exception."""
+    checked = check_item(analyzer, path)
+    if isinstance(checked, ItemResult):
+        return checked
+    owner = claims.claim(checked, path)
+    if owner != path:
+        return ItemResult(path, "duplicate", duplicate_of=owner)
+    return analyze_claimed(analyzer, path, checked)
+
+
+def check_item(analyzer: ItemAnalyzer, path: str) -> ItemResult | str:
+    """The file's content hash, or its result already: failed (a missing, empty or huge
+    file) or skipped (its content is stored)."""
     try:
         file = Path(path)
         check_file(file, analyzer.limits)
         sha = sha256_file(file)
         stored = analyzer.stored_id(sha)
-        if stored is not None:
-            return ItemResult(path, "skipped", stored)
-        owner = claims.claim(sha, path)
-        if owner != path:
-            return ItemResult(path, "duplicate", duplicate_of=owner)
-        video_id, cached = analyzer.analyze_checked(file, Checked(sha, probe(file,
-                                                                             analyzer.limits)))
-        return ItemResult(path, "skipped" if cached else "done", video_id)
-    except ReelscopeError as exc:
+    except Exception as exc:
+        return _failed(path, exc)
+    return sha if stored is None else ItemResult(path, "skipped", stored)
+
+
+def analyze_claimed(analyzer: ItemAnalyzer, path: str, sha256: str) -> ItemResult:
+    """Analyze and store a path whose content this run has given to it."""
+    try:
+        file = Path(path)
+        video_id, cached = analyzer.analyze_checked(
+            file, Checked(sha256, probe(file, analyzer.limits)))
+    except Exception as exc:
+        return _failed(path, exc)
+    return ItemResult(path, "skipped" if cached else "done", video_id)
+
+
+def _failed(path: str, exc: Exception) -> ItemResult:
+    """A failed result: the error's one line, or for a bug (which must not stop a
+    library's run) its type, with the trace in the log."""
+    if isinstance(exc, ReelscopeError):
         return ItemResult(path, "failed", error=str(exc))
-    except Exception as exc:  # a bug must not stop a library's run: kept with its trace
-        log.exception("internal error on %s", path)
-        return ItemResult(path, "failed", error=f"internal error: {type(exc).__name__}: {exc}")
+    log.error("internal error on %s", path, exc_info=exc)
+    return ItemResult(path, "failed", error=f"internal error: {type(exc).__name__}: {exc}")
 
 
 class StoredAnalyzer:
