@@ -75,6 +75,27 @@ def test_a_library_is_analyzed_once_per_content_and_a_rerun_skips_it(
     assert _stored(db) == stored
 
 
+def test_videos_listed_by_uri_are_read_through_fsspec(
+        run_cli: Any, tmp_path: Path, truth: dict[str, Any]) -> None:
+    listing = tmp_path / "uris.txt"
+    listing.write_text(f"{SAMPLE.resolve().as_uri()}\n"
+                       f"{(tmp_path / 'gone.mp4').as_uri()}\n"
+                       "nosuch://bucket/clip.mp4\n")
+    db = tmp_path / "uris.db"
+    result = run_cli("batch", f"@{listing}", "--json", db=db)
+    assert result.code == 1, result.stderr
+    summary = json.loads(result.stdout)
+    stored = _stored(db)
+    assert list(stored) == summary["done"]
+    report = next(iter(stored.values()))
+    assert report["video"]["filename"] == "sample.mp4"  # the URI's name, not the copy's
+    assert {e["text"] for e in report["ocr"]} == {c["text"] for c in truth["captions"]}
+    failed = {f["path"]: f["error"] for f in summary["failed"]}
+    assert set(failed) == {(tmp_path / "gone.mp4").as_uri(), "nosuch://bucket/clip.mp4"}
+    for uri, error in failed.items():
+        assert error.startswith(f"{uri}: cannot read it: "), error
+
+
 def test_nothing_to_analyze_is_one_clear_error(run_cli: Any, tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -1,7 +1,8 @@
 """Batch analysis of a video library (``reelscope batch``).
 
 The paths given (files, folders searched for videos, ``@list.txt`` files of paths) are
-analyzed by an executor: here, one runtime with ``batch_in_flight`` videos at once. Every
+analyzed here by one runtime with ``batch_in_flight`` videos at once (:func:`run_local`),
+or by actors on a Ray cluster (:mod:`reelscope.pipeline.ray_cluster`). Every
 report is stored by its content hash, so a re-run skips what is stored, and the same
 content twice in one run is analyzed once (the first path to claim its hash analyzes
 it; the others are reported as skipped with its id, or as failed when it failed).
@@ -11,16 +12,24 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal
 
 from reelscope.config import Settings
 from reelscope.digest import sha256_file
-from reelscope.errors import InputError, ReelscopeError
+from reelscope.errors import (
+    InputError,
+    InputNotFoundError,
+    LimitExceededError,
+    ReelscopeError,
+)
 from reelscope.video.media import Checked, Limits, check_file, probe
 
 if TYPE_CHECKING:
@@ -36,8 +45,9 @@ Status = Literal["done", "skipped", "failed", "duplicate"]
 def collect(items: Iterable[str]) -> list[str]:
     """The paths to analyze, in order, each once: a file as given, a folder's videos
     (searched recursively, by suffix, sorted), the lines of an ``@list.txt`` (blank lines
-    and ``#`` comments left out; relative paths are relative to the list's folder). A
-    path that does not exist is kept: its analysis fails with a clear reason."""
+    and ``#`` comments left out; relative paths are relative to the list's folder; URIs
+    such as ``s3://bucket/clip.mp4`` are read through fsspec). A path that does not exist
+    is kept: its analysis fails with a clear reason."""
     out: dict[str, None] = {}
     for item in items:
         for path in _expand(item):
@@ -56,7 +66,7 @@ def _expand(item: str) -> Iterator[str]:
             line = line.strip()
             if line and not line.startswith("#"):
                 path = Path(line)
-                yield str(path if path.is_absolute() else listing.parent / path)
+                yield line if is_uri(line) or path.is_absolute() else str(listing.parent / path)
         return
     path = Path(item)
     if path.is_dir():
@@ -116,36 +126,21 @@ class Summary:
                 f"{len(self.failed)} failed")
 
 
-class Claims(Protocol):
-    def claim(self, sha256: str, path: str) -> str:
-        """The path that analyzes this content in this run: ``path`` when it is the
-        first to ask (or asks again, as a retry does), else the first one."""
-        ...
-
-
 class LocalClaims:
-    """Claims of the threads of one process."""
+    """Which path of the run analyzes each content (thread-safe)."""
 
     def __init__(self) -> None:
         self._owners: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def claim(self, sha256: str, path: str) -> str:
+        """``path`` when it is the first to ask for this content (or asks again, as a
+        retry does), else the path that asked first."""
         with self._lock:
             return self._owners.setdefault(sha256, path)
 
 
-class ItemAnalyzer(Protocol):
-    """What :func:`analyze_item` needs of :class:`reelscope.pipeline.analyzer.Analyzer`."""
-
-    limits: Limits
-
-    def stored_id(self, sha256: str) -> str | None: ...
-
-    def analyze_checked(self, path: Path, checked: Checked) -> tuple[str, bool]: ...
-
-
-def analyze_item(analyzer: ItemAnalyzer, path: str, claims: Claims) -> ItemResult:
+def analyze_item(analyzer: StoredAnalyzer, path: str, claims: LocalClaims) -> ItemResult:
     """Analyze and store one path, unless its content is stored already or claimed by
     another path of the run; a bad file is a failed result with its reason, never an
     exception."""
@@ -158,28 +153,63 @@ def analyze_item(analyzer: ItemAnalyzer, path: str, claims: Claims) -> ItemResul
     return analyze_claimed(analyzer, path, checked)
 
 
-def check_item(analyzer: ItemAnalyzer, path: str) -> ItemResult | str:
+def check_item(analyzer: StoredAnalyzer, path: str) -> ItemResult | str:
     """The file's content hash, or its result already: failed (a missing, empty or huge
     file) or skipped (its content is stored)."""
     try:
-        file = Path(path)
-        check_file(file, analyzer.limits)
-        sha = sha256_file(file)
+        with _local(path, analyzer.limits) as file:
+            check_file(file, analyzer.limits)
+            sha = sha256_file(file)
         stored = analyzer.stored_id(sha)
     except Exception as exc:
         return _failed(path, exc)
     return sha if stored is None else ItemResult(path, "skipped", stored)
 
 
-def analyze_claimed(analyzer: ItemAnalyzer, path: str, sha256: str) -> ItemResult:
+def analyze_claimed(analyzer: StoredAnalyzer, path: str, sha256: str) -> ItemResult:
     """Analyze and store a path whose content this run has given to it."""
     try:
-        file = Path(path)
-        video_id, cached = analyzer.analyze_checked(
-            file, Checked(sha256, probe(file, analyzer.limits)))
+        with _local(path, analyzer.limits) as file:
+            video_id, cached = analyzer.analyze_checked(
+                file, Checked(sha256, probe(file, analyzer.limits)), _name(path))
     except Exception as exc:
         return _failed(path, exc)
     return ItemResult(path, "skipped" if cached else "done", video_id)
+
+
+def is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def _name(path: str) -> str:
+    return path.rstrip("/").rsplit("/", 1)[-1]
+
+
+@contextmanager
+def _local(path: str, limits: Limits) -> Iterator[Path]:
+    """``path`` as a local file: itself, or for a URI (``s3://...``, any protocol fsspec
+    is configured for) a temporary copy, deleted afterwards; errors name the URI."""
+    if not is_uri(path):
+        yield Path(path)
+        return
+    import fsspec
+
+    with tempfile.TemporaryDirectory(prefix="reelscope-batch-") as folder:
+        local = Path(folder) / (_name(path) or "video")
+        try:
+            with fsspec.open(path, "rb") as src:
+                size = getattr(src, "size", None)
+                if size is not None and size > limits.max_file_mb * 1e6:
+                    raise LimitExceededError(f"{path}: file is {size / 1e6:.1f} MB, over "
+                                             f"the {limits.max_file_mb:g} MB limit")
+                with local.open("wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 22)
+        except (OSError, ValueError, ImportError) as exc:
+            raise InputNotFoundError(f"{path}: cannot read it: {exc}") from exc
+        try:
+            yield local
+        except ReelscopeError as exc:  # the copy's path means nothing to the user
+            raise type(exc)(str(exc).replace(str(local), path)) from exc
 
 
 def _failed(path: str, exc: Exception) -> ItemResult:
@@ -192,8 +222,8 @@ def _failed(path: str, exc: Exception) -> ItemResult:
 
 
 class StoredAnalyzer:
-    """An :class:`~reelscope.pipeline.analyzer.Analyzer` over a store and a runtime, in
-    the shape :func:`analyze_item` uses."""
+    """An :class:`~reelscope.pipeline.analyzer.Analyzer` over the settings' database and
+    a runtime: what a batch worker (a thread here, an actor on Ray) analyzes with."""
 
     def __init__(self, settings: Settings, runtime: Runtime) -> None:
         from reelscope.pipeline.analyzer import Analyzer
@@ -207,8 +237,8 @@ class StoredAnalyzer:
         report = self.store.find_by_sha256(sha256)
         return None if report is None else report.video.id
 
-    def analyze_checked(self, path: Path, checked: Checked) -> tuple[str, bool]:
-        outcome = self.analyzer.analyze(path, checked=checked)
+    def analyze_checked(self, path: Path, checked: Checked, filename: str) -> tuple[str, bool]:
+        outcome = self.analyzer.analyze(path, checked=checked, filename=filename)
         return outcome.report.video.id, outcome.cached
 
 
