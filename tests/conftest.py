@@ -9,6 +9,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -162,6 +163,34 @@ PG_ADMIN = os.environ.get(
 FAST = {"job_lease_s": 2, "webhook_backoff_s": 0.2}
 
 
+@contextmanager
+def postgres_databases(prefix: str = "reelscope_test") -> Iterator[Callable[[], str]]:
+    """Makes fresh databases on the local PostgreSQL server (the URL of each), dropped at
+    the end; the test is unavailable when the server is not reachable."""
+    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect():
+            pass
+    except sa.exc.OperationalError as exc:
+        unavailable(f"PostgreSQL not reachable at {PG_ADMIN}: {exc.orig}")
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        made.append(name)
+        return PG_ADMIN.rsplit("/", 1)[0] + "/" + name
+
+    try:
+        yield make
+    finally:
+        with admin.connect() as conn:
+            for name in made:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 @pytest.fixture(
     scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 )
@@ -169,30 +198,12 @@ def new_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     Callable[[], str]
 ]:
     """Makes a fresh, empty database of this module's backend per call."""
-    made: list[str] = []
     if request.param == "sqlite":
         folder = tmp_path_factory.mktemp("dbs")
         yield lambda: str(folder / f"{uuid.uuid4().hex[:8]}.db")
         return
-    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect():
-            pass
-    except sa.exc.OperationalError as exc:
-        unavailable(f"PostgreSQL not reachable at {PG_ADMIN}: {exc.orig}")
-
-    def make() -> str:
-        name = f"reelscope_svc_{uuid.uuid4().hex[:8]}"
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        made.append(name)
-        return PG_ADMIN.rsplit("/", 1)[0] + "/" + name
-
-    yield make
-    with admin.connect() as conn:
-        for name in made:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with postgres_databases("reelscope_svc") as make:
+        yield make
 
 
 @pytest.fixture

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import SAMPLE, unavailable
+from conftest import SAMPLE, postgres_databases
 from test_bad_input import _truncated
-
-ADMIN_URL = os.environ.get(
-    "REELSCOPE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-)
 
 pytestmark = pytest.mark.postgres
 
@@ -23,17 +17,8 @@ pytestmark = pytest.mark.postgres
 @pytest.fixture(scope="module")
 def pg_url() -> Iterator[str]:
     """A fresh database on the local server, dropped afterwards."""
-    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"reelscope_test_{uuid.uuid4().hex[:8]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError as exc:
-        unavailable(f"PostgreSQL not reachable at {ADMIN_URL}: {exc.orig}")
-    yield ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with postgres_databases() as make:
+        yield make()
 
 
 def _rows(url: str) -> tuple[list[Any], list[Any]]:
@@ -76,33 +61,22 @@ def test_processes_starting_together_on_a_new_database_all_open_it() -> None:
 
     from reelscope.store.store import Store
 
-    admin = sa.create_engine(ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"reelscope_test_{uuid.uuid4().hex[:8]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError as exc:
-        unavailable(f"PostgreSQL not reachable at {ADMIN_URL}: {exc.orig}")
-    url = ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    start = threading.Barrier(8)
-    errors: list[BaseException] = []
+    with postgres_databases() as make:
+        url = make()
+        start = threading.Barrier(8)
+        errors: list[BaseException] = []
 
-    def open_store() -> None:
-        start.wait()
-        try:
-            Store(url).close()
-        except BaseException as exc:  # collected for the assertion
-            errors.append(exc)
+        def open_store() -> None:
+            start.wait()
+            try:
+                Store(url).close()
+            except BaseException as exc:  # collected for the assertion
+                errors.append(exc)
 
-    threads = [threading.Thread(target=open_store) for _ in range(8)]
-    try:
+        threads = [threading.Thread(target=open_store) for _ in range(8)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         assert errors == []
         assert Store(url).count_videos() == 0
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-        admin.dispose()

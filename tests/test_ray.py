@@ -13,7 +13,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from conftest import PG_ADMIN, SAMPLE, unavailable
+from conftest import SAMPLE, postgres_databases, unavailable
 from service_harness import Server, upload
 from test_bad_input import _truncated
 
@@ -110,25 +109,8 @@ def cluster(ray_cluster: Cluster) -> str:
 
 @pytest.fixture(scope="module")
 def new_pg() -> Iterator[Callable[[], str]]:
-    """Makes fresh databases on the local server, dropped afterwards."""
-    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    made: list[str] = []
-
-    def make() -> str:
-        name = f"reelscope_ray_{uuid.uuid4().hex[:8]}"
-        try:
-            with admin.connect() as conn:
-                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        except sa.exc.OperationalError as exc:
-            unavailable(f"PostgreSQL not reachable at {PG_ADMIN}: {exc.orig}")
-        made.append(name)
-        return PG_ADMIN.rsplit("/", 1)[0] + "/" + name
-
-    yield make
-    with admin.connect() as conn:
-        for name in made:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with postgres_databases("reelscope_ray") as make:
+        yield make
 
 
 def _stored(url: str) -> list[tuple[str, str, str]]:
