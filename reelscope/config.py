@@ -144,7 +144,7 @@ class Settings:
         3, "monitoring", "healthy shadow probes in a row that restore the engine", above=0)
     alert_webhook: str = _setting(
         "", "monitoring", "URL that receives an alert when a task falls back")
-    # batch ------------------------------------------------------------------
+    # batch and cluster ------------------------------------------------------
     batch_in_flight: int = _setting(
         2, "cluster", "videos 'reelscope batch' analyzes at once in one runtime (on a GPU, "
         "8 keep it busier)", above=0)
@@ -156,8 +156,9 @@ class Settings:
         1.0, "cluster", "GPUs each analysis actor holds on a cluster with GPUs (a fraction "
         "shares one)", above=0)
     ray_cpus_per_actor: float = _setting(
-        2.0, "cluster", "CPUs each analysis actor holds (on a cluster without GPUs, one actor "
-        "per this many CPUs)", above=0)
+        2.0, "cluster", "on a cluster without GPUs, the CPUs each analysis actor holds (one "
+        "actor per this many); with GPUs the cores are shared out among the GPU actors",
+        above=0)
     ray_actors: int = _setting(
         0, "cluster", "analysis actors; 0: as many as the cluster's GPUs (or CPUs) hold",
         at_least=0)

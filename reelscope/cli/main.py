@@ -111,7 +111,7 @@ def batch(ctx: click.Context, paths: tuple[str, ...], as_json: bool, **overrides
     """Analyze and store many videos: each PATH a file, a folder (searched for videos) or
     @list.txt (a path per line). What is stored already is skipped; the same content
     twice is analyzed once. Exit status 1 when any video failed."""
-    from reelscope.pipeline.batch import Summary, collect, run_local
+    from reelscope.pipeline.batch import ItemResult, Summary, collect, run_local
 
     settings = _settings(ctx, overrides)
     todo = collect(paths)
@@ -132,7 +132,7 @@ def batch(ctx: click.Context, paths: tuple[str, ...], as_json: bool, **overrides
     ) as bar:
         task = bar.add_task("analyzing", total=len(todo), rate="")
 
-        def on_result(result: Any) -> None:
+        def on_result(result: ItemResult) -> None:
             bar.advance(task)
             elapsed = bar.tasks[task].elapsed or 0.0
             done = bar.tasks[task].completed
