@@ -139,8 +139,10 @@ def batch(ctx: click.Context, paths: tuple[str, ...], as_json: bool, **overrides
             if elapsed > 0:
                 bar.update(task, rate=f"{done / elapsed:.2f} clips/s")
             if result.status == "failed" and not as_json:
-                err.print(f"failed: {result.path}: {result.error}", markup=False,
-                          highlight=False)
+                line = result.error  # most errors name the file first
+                if not line.startswith(result.path):
+                    line = f"{result.path}: {line}"
+                err.print(f"failed: {line}", markup=False, highlight=False)
 
         if settings.ray:
             from reelscope.pipeline.ray_cluster import run_ray
