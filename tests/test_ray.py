@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from conftest import SAMPLE, postgres_databases, unavailable
-from service_harness import Server, upload
+from service_harness import Server, free_port, upload
 from test_bad_input import _truncated
 
 pytestmark = [pytest.mark.postgres, pytest.mark.ray]
@@ -34,12 +33,6 @@ def _env(**extra: str) -> dict[str, str]:
     drivers to say so too."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("REELSCOPE_")}
     return {**env, "RAY_AUTH_MODE": "token", **extra}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _alive_nodes(address: str) -> int:
@@ -74,7 +67,7 @@ class Cluster:
 def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     if not RAY.is_file():
         unavailable(f"Ray is not installed ({RAY})")
-    port = _free_port()
+    port = free_port()
     address = f"127.0.0.1:{port}"
     logs = tmp_path_factory.mktemp("ray-logs")
     common = ["--block", "--num-cpus=1", "--num-gpus=0", "--disable-usage-stats"]

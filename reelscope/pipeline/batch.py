@@ -24,13 +24,8 @@ from typing import TYPE_CHECKING, Literal
 
 from reelscope.config import Settings
 from reelscope.digest import sha256_file
-from reelscope.errors import (
-    InputError,
-    InputNotFoundError,
-    LimitExceededError,
-    ReelscopeError,
-)
-from reelscope.video.media import Checked, Limits, check_file, probe
+from reelscope.errors import InputError, InputNotFoundError, ReelscopeError
+from reelscope.video.media import Checked, Limits, check_file, check_size, probe
 
 if TYPE_CHECKING:
     from reelscope.pipeline.runtime import Runtime
@@ -199,9 +194,8 @@ def _local(path: str, limits: Limits) -> Iterator[Path]:
         try:
             with fsspec.open(path, "rb") as src:
                 size = getattr(src, "size", None)
-                if size is not None and size > limits.max_file_mb * 1e6:
-                    raise LimitExceededError(f"{path}: file is {size / 1e6:.1f} MB, over "
-                                             f"the {limits.max_file_mb:g} MB limit")
+                if size is not None:  # known before the copy: a huge file is not fetched
+                    check_size(path, size, limits)
                 with local.open("wb") as dst:
                     shutil.copyfileobj(src, dst, 1 << 22)
         except (OSError, ValueError, ImportError) as exc:

@@ -151,11 +151,6 @@ class Runtime:
         self.device = resolve(self.settings.device)
         self.settings.check_device(self.device)
         self.policy = DevicePolicy.of(self.settings, self.device)
-        self.cuda = self.policy.cuda
-        self.precision = self.policy.precision
-        self.backend = self.policy.backend
-        self.speech_threads = self.policy.speech_threads
-        self.picture_threads = self.policy.picture_threads
         self.options = BatcherOptions.of(self.settings)
         self.context = stream_context(self.device)
         self._served: list[ServedModel] = []
@@ -167,7 +162,7 @@ class Runtime:
     def _setup_device(self) -> None:
         import cv2
 
-        if self.cuda:
+        if self.policy.cuda:
             import torch
 
             torch.cuda.set_device(torch.device(self.device))
@@ -179,7 +174,7 @@ class Runtime:
         else:  # on the CPU, torch runs Whisper in the speech lane: that lane's share of cores
             import torch
 
-            torch.set_num_threads(self.speech_threads)
+            torch.set_num_threads(self.policy.speech_threads)
         if self.settings.threads:  # several processes share the cores: each keeps to its share
             cv2.setNumThreads(self.settings.threads)
 
@@ -280,9 +275,9 @@ class Runtime:
         if self.policy.speech_processes:
             from reelscope.gpu.speech import SpeechProcesses
 
-            return SpeechProcesses(model_dir, self.device, self.precision,
+            return SpeechProcesses(model_dir, self.device, self.policy.precision,
                                    self.policy.speech_processes)
-        return asr.SpeechRecognizer(model_dir, self.device, self.precision)
+        return asr.SpeechRecognizer(model_dir, self.device, self.policy.precision)
 
     @_loaded
     def text_encoder(self) -> TextEncoder:
@@ -311,13 +306,13 @@ class Runtime:
         a PyTorch module factory, which the torch backend builds from (it exports better
         than a module converted from ONNX). ``max_batch``: a lower cap on a call's items
         than the profile's and the settings'."""
-        built_from = torch_source if torch_source and self.backend == "torch" else source
+        built_from = torch_source if torch_source and self.policy.backend == "torch" else source
         runner, use, reference, output = self._runner(name, built_from, profile,
                                                       normalization, holdout, engine_file,
                                                       cuda_graphs)
         if task and self.settings.monitor:
             fallback = reference_runner(ModelSource.resolve(source), (profile,),
-                                        self.picture_threads, optimize=True)
+                                        self.policy.picture_threads, optimize=True)
             health = self.monitor.task(task, reference)
             runner = GuardedRunner(runner, fallback, health, output, shadow_every)
         runner.__enter__()
@@ -340,7 +335,7 @@ class Runtime:
             engine = self._load(Path(engine_file))
         else:
             path = self.settings.cache_path / "engines" / (
-                f"{name}-{self.backend}-{self.precision}-{self.device.split(':')[0]}.engine")
+                f"{name}-{self.policy.backend}-{self.policy.precision}-{self.device.split(':')[0]}.engine")
             failed = path.with_suffix(".failed")
             if not path.is_file() and failed.is_file():
                 return self._eager(source, profile, label, failed.read_text().strip())
@@ -348,7 +343,7 @@ class Runtime:
                 engine = self._build(path, source, profile, normalization, holdout,
                                      cuda_graphs)
             except UnsupportedBuildError as exc:
-                if self.backend != "torch":
+                if self.policy.backend != "torch":
                     raise
                 failed.parent.mkdir(parents=True, exist_ok=True)
                 failed.write_text(str(exc))  # not tried again by the next process
@@ -366,8 +361,8 @@ class Runtime:
         if not path.is_file():
             compiler.build(
                 source, path,
-                BuildOptions(backend=self.backend, precision=self.precision,
-                             device=self.device, threads=self.picture_threads,
+                BuildOptions(backend=self.policy.backend, precision=self.policy.precision,
+                             device=self.device, threads=self.policy.picture_threads,
                              profiles=(profile,), cuda_graphs=cuda_graphs,
                              calibration=CalibrationOptions(normalization=normalization,
                                                             holdout=holdout)),
@@ -375,11 +370,11 @@ class Runtime:
         return self._load(path)
 
     def _load(self, path: Path) -> Engine:
-        engine = compiler.load(path, device=self.device, threads=self.picture_threads,
+        engine = compiler.load(path, device=self.device, threads=self.policy.picture_threads,
                                cache_dir=self.settings.cache_path)
-        if engine.manifest.backend != self.backend and not self.settings.classifier_engine:
+        if engine.manifest.backend != self.policy.backend and not self.settings.classifier_engine:
             raise ConfigError(f"{path} is a {engine.manifest.backend} engine; this runtime "
-                              f"uses {self.backend}")
+                              f"uses {self.policy.backend}")
         return engine
 
     def _eager(self, source: Path | str, profile: Profile, label: str, why: str

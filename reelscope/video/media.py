@@ -171,11 +171,16 @@ def check_file(path: Path, limits: Limits) -> int:
     size = path.stat().st_size
     if size == 0:
         raise EmptyInputError(f"{path}: the file is empty (0 bytes)")
+    check_size(str(path), size, limits)
+    return size
+
+
+def check_size(name: str, size: int, limits: Limits) -> None:
+    """Fail clearly when a file of ``size`` bytes is over the size limit."""
     if size > limits.max_file_mb * 1e6:
         raise LimitExceededError(
-            f"{path}: file is {size / 1e6:.1f} MB, over the {limits.max_file_mb:g} MB limit"
+            f"{name}: file is {size / 1e6:.1f} MB, over the {limits.max_file_mb:g} MB limit"
         )
-    return size
 
 
 def probe(path: Path, limits: Limits) -> MediaInfo:
