@@ -55,6 +55,7 @@ class Segment:
     start_s: float
     end_s: float
     text: str
+    language: str = ""  # this segment's own (code-switched speech), from its text
 
 
 @dataclass(frozen=True)
@@ -67,10 +68,11 @@ class Transcript:
 @dataclass(frozen=True)
 class SentimentSource:
     source: str  # "transcript" or "ocr"
-    language: str
-    label: str
-    score: float
+    language: str  # ISO 639-1, or "und"
+    label: str  # negative, neutral, positive, or unknown (a language not supported)
+    score: float  # P(positive) - P(negative)
     chars: int
+    weight: float = 0.0  # its share of the overall sentiment
 
 
 @dataclass(frozen=True)

@@ -182,7 +182,8 @@ class Analyzer:
                 [
                     ("transcript", [s.text for s in transcript.segments]),
                     ("ocr", [e.text for e in ocr]),
-                ]
+                ],
+                self.runtime.text_encoder.encode,
             )
         with self._timed("embed", timings):
             visual = visual_embedding(classified)

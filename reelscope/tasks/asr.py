@@ -15,6 +15,7 @@ from reelscope.digest import sha256_file
 from reelscope.errors import ModelError
 from reelscope.models import model
 from reelscope.report import EngineUse, Segment, Transcript
+from reelscope.tasks.lang import UNDETERMINED, language_of
 from reelscope.tasks.whisper import (
     DTYPES,
     N_FRAMES,
@@ -135,10 +136,11 @@ class SpeechRecognizer:
             for start, end, text in found:
                 text = _simplify(text.strip()) if language == "zh" else text.strip()
                 if text:
+                    said = language_of(text)
                     segments.append(Segment(
                         start_s=round(times.get_original_time(offset_s + start), 3),
                         end_s=round(times.get_original_time(offset_s + end, is_end=True), 3),
-                        text=text))
+                        text=text, language=language if said == UNDETERMINED else said))
         if not segments:
             return Transcript()
         joiner = "" if language in ("zh", "ja") else " "
