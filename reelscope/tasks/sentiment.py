@@ -40,15 +40,12 @@ CLASSES = ("negative", "neutral", "positive")
 LANGUAGES = ("en", "zh")  # what the head was trained and measured on
 UNKNOWN = "unknown"
 HEAD_FILE = Path(__file__).resolve().parent.parent / "models" / "sentiment_head.npz"
+GRAM_BUCKETS = 1 << 18
+LEXICON_FEATURES = 4
 
 Encode = Callable[[str], "np.ndarray | None"]
 
-
-GRAM_BUCKETS = 1 << 18
-LEXICON_FEATURES = 4
 _HAN_RUNS = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+")
-
-
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
 _NEGATORS = frozenset({"not", "no", "never", "nothing", "nobody", "none", "neither", "nor",
                        "cannot", "without", "hardly"})
