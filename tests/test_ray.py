@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -27,12 +28,16 @@ pytestmark = [pytest.mark.postgres, pytest.mark.ray]
 RAY = Path(sys.executable).parent / "ray"
 
 
+# the cluster's token: Ray's token authentication is on for a cluster that ``ray start``
+# makes, and a new machine has no token file (~/.ray/auth_token) to fall back on
+TOKEN = secrets.token_hex(32)
+
+
 def _env(**extra: str) -> dict[str, str]:
-    """The environment of the cluster's processes and its drivers: Ray's token
-    authentication (on by default for a cluster that ``ray start`` makes) needs the
-    drivers to say so too."""
+    """The environment of the cluster's processes and its drivers: token authentication,
+    with this test run's token."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("REELSCOPE_")}
-    return {**env, "RAY_AUTH_MODE": "token", **extra}
+    return {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN, **extra}
 
 
 def _alive_nodes(address: str) -> int:
@@ -192,6 +197,7 @@ def test_the_service_workers_run_on_the_cluster(
         cluster: str, new_pg: Callable[[], str], cache_dir: Path, tmp_path: Path,
         truth: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
+    monkeypatch.setenv("RAY_AUTH_TOKEN", TOKEN)
     server = Server(new_pg(), tmp_path / "service", cache_dir,
                     {"ray": cluster, "ray_cpus_per_actor": 1, "workers": 1})
     server.start(timeout=240)
