@@ -62,6 +62,33 @@ def prepare_model_dir(cache_dir: Path) -> Path:
     return target
 
 
+MEL_CHUNK_FRAMES = 3000  # 30 s of features computed at a time
+
+
+def log_mel(audio: np.ndarray, features: Any) -> np.ndarray:
+    """faster-whisper's log-mel features of ``audio`` (its ``FeatureExtractor`` call, same
+    padding, window, filters and clamp), computed ``MEL_CHUNK_FRAMES`` frames at a time:
+    on the whole of a long clip at once its STFT held about 420 MiB more for 10 minutes
+    of speech (BENCHMARKS.md, memory of long videos); here the transient is a chunk's."""
+    n_fft, hop = features.n_fft, features.hop_length
+    wave = np.pad(np.pad(audio.astype(np.float32), (0, 160)), n_fft // 2, mode="reflect")
+    frames = 1 + (len(wave) - n_fft) // hop - 1  # faster-whisper drops the STFT's last
+    window = np.hanning(n_fft + 1)[:-1].astype(np.float32)
+    out = np.empty((features.mel_filters.shape[0], frames), np.float32)
+    for start in range(0, frames, MEL_CHUNK_FRAMES):
+        n = min(MEL_CHUNK_FRAMES, frames - start)
+        rows = np.lib.stride_tricks.as_strided(
+            wave[start * hop :], (n, n_fft), (hop * wave.strides[0], wave.strides[0]))
+        spectrum = np.fft.rfft(rows * window, n=n_fft, axis=-1).astype(np.complex64)
+        power = np.abs(spectrum.T) ** 2
+        out[:, start : start + n] = np.log10(
+            np.clip(features.mel_filters @ power, a_min=1e-10, a_max=None))
+    np.maximum(out, out.max() - 8.0, out=out)
+    out += 4.0
+    out /= 4.0
+    return out
+
+
 def is_silent(audio: np.ndarray) -> bool:
     return audio.size == 0 or float(np.sqrt(np.mean(audio.astype(np.float64) ** 2))) < SILENCE_RMS
 
@@ -107,7 +134,7 @@ class SpeechRecognizer:
         if not chunks:
             return None
         pieces, _ = collect_chunks(audio, chunks)
-        mel = self.features(np.concatenate(pieces))[:, :-1]  # as faster-whisper does
+        mel = log_mel(np.concatenate(pieces), self.features)[:, :-1]  # as faster-whisper
         return mel, SpeechTimestampsMap(chunks, SAMPLE_RATE)
 
     @torch.inference_mode()
