@@ -75,3 +75,21 @@ def test_a_gpu_hears_what_the_cpu_hears(model_dir: Path, sample_audio: np.ndarra
     assert gpu.text == cpu.text == SAMPLE_SPEECH
     assert [(s.start_s, s.end_s) for s in gpu.segments] == [
         (s.start_s, s.end_s) for s in cpu.segments]
+
+
+@pytest.mark.parametrize("seconds", [0.5, 29.99, 30.0, 30.01, 60.0, 95.3, 181.7])
+def test_log_mel_in_chunks_is_faster_whispers(seconds: float) -> None:
+    """The features of a long clip are computed 30 s at a time (bounded memory) and are
+    those faster-whisper computes over the whole of it (to float rounding: the filter
+    bank's matrix product over a chunk may round differently)."""
+    from faster_whisper.feature_extractor import FeatureExtractor
+
+    from reelscope.tasks.asr import log_mel
+
+    features = FeatureExtractor(feature_size=80)
+    rng = np.random.default_rng(7)
+    audio = (rng.standard_normal(round(seconds * 16000)) * 0.1).astype(np.float32)
+    audio[: len(audio) // 3] *= 0.01  # quiet and loud parts: the clamp to max - 8 matters
+    ours, theirs = log_mel(audio, features), features(audio)
+    assert ours.shape == theirs.shape
+    assert float(np.abs(ours - theirs).max()) < 1e-5

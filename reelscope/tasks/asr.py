@@ -67,9 +67,11 @@ MEL_CHUNK_FRAMES = 3000  # 30 s of features computed at a time
 
 def log_mel(audio: np.ndarray, features: Any) -> np.ndarray:
     """faster-whisper's log-mel features of ``audio`` (its ``FeatureExtractor`` call, same
-    padding, window, filters and clamp), computed ``MEL_CHUNK_FRAMES`` frames at a time:
-    on the whole of a long clip at once its STFT held about 420 MiB more for 10 minutes
-    of speech (BENCHMARKS.md, memory of long videos); here the transient is a chunk's."""
+    padding, window, filters and clamp; equal to float rounding: the filter bank's matrix
+    product over a chunk may round differently from one over the whole), computed
+    ``MEL_CHUNK_FRAMES`` frames at a time: over the whole of a long clip at once the STFT
+    held about 420 MiB more for 10 minutes of speech (BENCHMARKS.md, memory of long
+    videos); here the transient is a chunk's."""
     n_fft, hop = features.n_fft, features.hop_length
     wave = np.pad(np.pad(audio.astype(np.float32), (0, 160)), n_fft // 2, mode="reflect")
     frames = 1 + (len(wave) - n_fft) // hop - 1  # faster-whisper drops the STFT's last
