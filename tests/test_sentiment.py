@@ -130,7 +130,8 @@ def test_a_clips_sentiment_is_what_a_viewer_would_say(
         request: pytest.FixtureRequest, run_cli: Any, tmp_path: Path, clip: str,
         label: str) -> None:
     """The sad clip is negative; the other (night sky, cells under glass, a weather
-    forecast read out) is factual: neutral, where the lexicons called such clips positive."""
+    forecast read out) is factual: neutral (the lexicons before the head called factual
+    clips positive)."""
     result = run_cli("analyze", str(request.getfixturevalue(clip)), "--json",
                      db=tmp_path / "db.sqlite")
     assert result.code == 0, result.stderr
