@@ -145,3 +145,15 @@ def test_a_clips_sentiment_is_what_a_viewer_would_say(
     assert all(p["label"] == "unknown" and p["weight"] == 0 for k, p in parts.items()
                if k not in said), parts
     assert sum(parts[k]["weight"] for k in said) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_the_head_shipped_is_the_one_benchmarks_md_measured() -> None:
+    """Retraining the head means measuring it again: the newest results file names the
+    head file it scored by its sha256."""
+    import hashlib
+    import json
+
+    newest = sorted(Path(__file__).resolve().parent.parent.glob(
+        "benchmarks/results-sentiment-*.json"))[-1]
+    measured = json.loads(newest.read_text(encoding="utf-8"))["head_file_sha256"]
+    assert hashlib.sha256(sentiment.HEAD_FILE.read_bytes()).hexdigest() == measured
