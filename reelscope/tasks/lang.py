@@ -17,7 +17,7 @@ from reelscope.errors import ModelError
 
 UNDETERMINED = "und"
 MIN_CONFIDENCE = 0.3
-_HAN = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
+HAN_RUNS = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+")  # runs of Han characters
 _KANA = re.compile(r"[\u3040-\u30ff]")
 _HANGUL = re.compile(r"[\uac00-\ud7af\u1100-\u11ff\u3130-\u318f]")
 _LETTER = re.compile(r"\w")
@@ -47,7 +47,7 @@ def language_of(text: str) -> str:
         return "ko"
     if len(_KANA.findall(text)) >= 0.1 * letters:
         return "ja"
-    if len(_HAN.findall(text)) >= 0.2 * letters:
+    if sum(map(len, HAN_RUNS.findall(text))) >= 0.2 * letters:
         return "zh"
     found = _detector().detect(text, model="lite", k=1)
     if not found or float(found[0]["score"]) < MIN_CONFIDENCE:

@@ -34,7 +34,7 @@ import numpy as np
 from reelscope.errors import ModelError
 from reelscope.report import Sentiment, SentimentSource
 from reelscope.tasks import lang
-from reelscope.tasks.lang import language_of
+from reelscope.tasks.lang import HAN_RUNS, language_of
 
 CLASSES = ("negative", "neutral", "positive")
 LANGUAGES = ("en", "zh")  # what the head was trained and measured on
@@ -45,7 +45,6 @@ LEXICON_FEATURES = 4
 
 Encode = Callable[[str], "np.ndarray | None"]
 
-_HAN_RUNS = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]+")
 _WORD = re.compile(r"[^\W\d_]+(?:'[^\W\d_]+)?")
 _NEGATORS = frozenset({"not", "no", "never", "nothing", "nobody", "none", "neither", "nor",
                        "cannot", "without", "hardly"})
@@ -57,7 +56,7 @@ def _words(text: str) -> list[str]:
     "n't", "never" ...) and before the clause ends is marked "~word", so "not good"
     and "good" are different features."""
     out: list[str] = []
-    for clause in _CLAUSE_END.split(_HAN_RUNS.sub(" ", text.lower())):
+    for clause in _CLAUSE_END.split(HAN_RUNS.sub(" ", text.lower())):
         negated = False
         for word in _WORD.findall(clause):
             out.append("~" + word if negated else word)
@@ -70,7 +69,7 @@ def gram_ids(text: str) -> np.ndarray:
     """Hashed features of a text, each to one of ``GRAM_BUCKETS`` rows by CRC-32: the
     character 1-, 2- and 3-grams of its Chinese runs, and its other words and word pairs
     (negation marked)."""
-    grams = [run[i : i + n] for run in _HAN_RUNS.findall(text) for n in (1, 2, 3)
+    grams = [run[i : i + n] for run in HAN_RUNS.findall(text) for n in (1, 2, 3)
              for i in range(len(run) - n + 1)]
     words = _words(text)
     grams += ["w:" + " ".join(words[i : i + n]) for n in (1, 2)
