@@ -19,6 +19,7 @@ on [-1, 1]. The task has no device code: the encoder is passed in.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import pickle
@@ -258,11 +259,8 @@ def analyze(sources: Iterable[tuple[str, Sequence[str]]], encode: Encode) -> Sen
         return Sentiment()
     known = [(p, m) for p, m in parts if m is not None]
     total = sum(p.chars for p, _ in known)
-    weighted = [
-        SentimentSource(p.source, p.language, p.label, p.score, p.chars,
-                        round(p.chars / total, 4) if m is not None else 0.0)
-        for p, m in parts
-    ]
+    weighted = [dataclasses.replace(p, weight=round(p.chars / total, 4)) if m is not None else p
+                for p, m in parts]
     if not known:
         return Sentiment(label=UNKNOWN, score=0.0, sources=tuple(weighted))
     overall = np.sum([m * (p.chars / total) for p, m in known], axis=0)
