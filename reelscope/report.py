@@ -92,6 +92,7 @@ class CopyrightMatch:
     duration_s: float
     video_score: float = 0.0
     audio_score: float = 0.0
+    speed: float = 1.0  # the copy plays this many times as fast as the reference
 
 
 @dataclass(frozen=True)

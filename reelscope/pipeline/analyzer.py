@@ -3,8 +3,9 @@
 Two lanes run at once: speech (audio decode, Whisper, Chromaprint, then the
 sentiment models' warm-up) and pictures (frame decode, then the text encoder's
 warm-up). Each sampled frame goes, as it is decoded, to the classifier (a batch
-at a time), to OCR and to the frame hashes (each in a thread of its own, fed
-through a short queue), and to the caller's ``on_frame``; no list of every frame
+at a time), with a database to the copy descriptors (through the same served model),
+to OCR and to the frame hashes (each in a thread of its own, fed through a short
+queue), and to the caller's ``on_frame``; no list of every frame
 is kept, so a long video takes no more memory than a short one.
 Everything that needs both lanes comes after, and the database is written once,
 in one transaction, at the very end.
@@ -41,6 +42,7 @@ from reelscope.report import (
 from reelscope.store.store import ReferenceInfo, Store
 from reelscope.tasks import sentiment
 from reelscope.tasks.classify import video_labels, visual_embedding
+from reelscope.tasks.copydetect import Describer
 from reelscope.tasks.copyright import match_library
 from reelscope.tasks.fingerprint import (
     Fingerprint,
@@ -154,9 +156,12 @@ class Analyzer:
             lane: Callable[..., FrameLane | DeferredLane] = (
                 partial(FrameLane, lanes) if self.overlap else DeferredLane)
             job = self.runtime.classifier.start()
+            copies = Describer(self.runtime.classifier, step, inner=True)
             text_lane = lane(partial(self._read_text, readers=parallel.ocr_readers))
             hash_lane = lane(frame_hashes)
             consumers: list[Callable[[Frame], None]] = [job.add, text_lane.add, hash_lane.add]
+            if self.store is not None:  # copy descriptors serve only matching the library
+                consumers.append(copies.add)
             if on_frame is not None:
                 consumers.append(on_frame)
             try:
@@ -194,7 +199,7 @@ class Analyzer:
         similar: tuple[SimilarVideo, ...] = ()
         if self.store is not None:
             with self._timed("copyright", timings):
-                matches = match_library(fp, self.store.library(),
+                matches = match_library(fp, copies.result(), self.store.library(),
                                         self.settings.copyright_min_score)
                 similar = self.store.similar(
                     visual, text_vec, self.settings.similar_k, exclude=sha[:16]
@@ -232,15 +237,19 @@ class Analyzer:
         sha = checked.sha256 if checked is not None else sha256_file(path)
         info = checked.info if checked is not None else probe(path, self.limits)
         timings: dict[str, float] = {}
+        step = 1.0 / self.settings.sample_fps
         hasher = FrameHasher()
+        copies = Describer(self.runtime.classifier, step, flipped=True)
         with _IN_FLIGHT.entered() as in_flight:
-            self._decode_frames(info, timings, self._parallelism(in_flight), [hasher.add])
+            self._decode_frames(info, timings, self._parallelism(in_flight),
+                                [hasher.add, copies.add])
         with self._timed("fingerprint", timings):
             hashes, quality = hasher.result()
             items, item_s = audio_fingerprint(decode_audio(info))
-            fp = Fingerprint(1.0 / self.settings.sample_fps, hashes, quality, items, item_s)
+            fp = Fingerprint(step, hashes, quality, items, item_s)
+            descriptors = copies.result()
         with self._timed("store", timings):
-            return self.store.add_reference(sha, title, info.duration_s, fp)
+            return self.store.add_reference(sha, title, info.duration_s, fp, descriptors)
 
     # lanes and helpers --------------------------------------------------------
 

@@ -58,6 +58,16 @@ class ReferenceRow(Base):
     audio_item_s: Mapped[float] = mapped_column(Float)
 
 
+class ReferenceDescriptorsRow(Base):
+    """A reference's copy descriptors (``reelscope.tasks.copydetect``), a table of their
+    own so that a library stored before them keeps working (on PDQ hashes)."""
+
+    __tablename__ = "copyright_reference_descriptors"
+
+    reference_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    descriptors: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 class ApiKeyRow(Base):
     __tablename__ = "api_keys"
 

@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from reelscope.errors import NotFoundError, StoreError
 from reelscope.report import Report, SimilarVideo
-from reelscope.store.schema import Base, ReferenceRow, VideoRow
+from reelscope.store.schema import Base, ReferenceDescriptorsRow, ReferenceRow, VideoRow
+from reelscope.tasks.copydetect import CopyDescriptors
 from reelscope.tasks.copyright import LibraryEntry
 from reelscope.tasks.fingerprint import Fingerprint
 
@@ -168,7 +169,8 @@ class Store:
     # copyright library --------------------------------------------------------
 
     def add_reference(
-        self, sha256: str, title: str, duration_s: float, fp: Fingerprint
+        self, sha256: str, title: str, duration_s: float, fp: Fingerprint,
+        descriptors: CopyDescriptors,
     ) -> ReferenceInfo:
         with self.session() as s:
             old = s.scalar(select(ReferenceRow).where(ReferenceRow.sha256 == sha256))
@@ -177,6 +179,8 @@ class Store:
             row = ReferenceRow(sha256=sha256, title=title, duration_s=duration_s, **fp.to_blobs())
             s.add(row)
             s.flush()
+            s.add(ReferenceDescriptorsRow(reference_id=row.id,
+                                          descriptors=descriptors.to_blob()))
             return ReferenceInfo(row.id, row.title, row.duration_s, created=True)
 
     def references(self) -> list[ReferenceInfo]:
@@ -185,8 +189,12 @@ class Store:
             return [ReferenceInfo(r.id, r.title, r.duration_s, created=False) for r in rows]
 
     def library(self) -> list[LibraryEntry]:
+        """Every reference, with its copy descriptors where they were stored in the format
+        read now (else None: matched on PDQ hashes)."""
         with self.session() as s:
             rows = s.scalars(select(ReferenceRow)).all()
+            described = {ref_id: blob for ref_id, blob in s.execute(
+                select(ReferenceDescriptorsRow.reference_id, ReferenceDescriptorsRow.descriptors))}
             return [
                 LibraryEntry(
                     r.id,
@@ -194,6 +202,7 @@ class Store:
                     Fingerprint.from_blobs(
                         r.frame_step_s, r.frame_hashes, r.frame_quality, r.audio_fp, r.audio_item_s
                     ),
+                    CopyDescriptors.from_blob(described[r.id]) if r.id in described else None,
                 )
                 for r in rows
             ]

@@ -149,8 +149,12 @@ class ClassifyJob:
         self._futures: list[BatchFuture] = []
 
     def add(self, frame: Frame) -> None:
-        self.frames.append((frame.index, frame.time_s))
-        self._chunk.append(preprocess([frame.rgb])[0])
+        self.add_image(frame.index, frame.time_s, preprocess([frame.rgb])[0])
+
+    def add_image(self, index: int, time_s: float, image: np.ndarray) -> None:
+        """A frame already made into the model's input (3 x 224 x 224, in [-1, 1])."""
+        self.frames.append((index, time_s))
+        self._chunk.append(image)
         if len(self._chunk) >= CHUNK:
             self._flush()
 

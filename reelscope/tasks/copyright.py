@@ -1,9 +1,10 @@
 """Match a clip's fingerprint against the copyright library.
 
-Video: PDQ hashes of frames sampled at the same rate are compared along every
-time offset; the offset with the most frames within Hamming distance 31 (PDQ's
-recommended threshold) wins, and the score is the share of overlapping frames
-that match. Audio: raw Chromaprint items are slid against the reference; the
+Video: copy descriptors (``reelscope.tasks.copydetect``) aligned along time, speed
+included. A reference stored before them has PDQ hashes only: frames sampled at the
+same rate are compared along every time offset; the offset with the most frames within
+Hamming distance 31 (PDQ's recommended threshold) wins, and the score is the share of
+overlapping frames that match. Audio: raw Chromaprint items are slid against the reference; the
 bit agreement at the best offset is rescaled so that unrelated audio (about
 0.5 agreement) scores 0 and identical audio scores 1.
 """
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from reelscope.report import CopyrightMatch
+from reelscope.tasks import copydetect
+from reelscope.tasks.copydetect import CopyDescriptors
 from reelscope.tasks.fingerprint import MIN_PDQ_QUALITY, Fingerprint
 
 PDQ_MATCH_DISTANCE = 31
@@ -30,6 +33,7 @@ class Alignment:
     query_start_s: float
     reference_start_s: float
     duration_s: float
+    speed: float = 1.0  # the copy plays this many times as fast as the reference
 
 
 NO_MATCH = Alignment(0.0, 0.0, 0.0, 0.0)
@@ -92,20 +96,30 @@ def match_audio(query: Fingerprint, ref: Fingerprint) -> Alignment:
     return Alignment(score, q0 * item_s, r0 * item_s, length * item_s)
 
 
+def match_descriptors(query: CopyDescriptors, ref: CopyDescriptors,
+                      min_score: float) -> Alignment:
+    found = copydetect.match(query, ref, min_score)
+    return Alignment(found.score, found.query_start_s, found.reference_start_s,
+                     found.duration_s, found.speed)
+
+
 @dataclass(frozen=True)
 class LibraryEntry:
     reference_id: int
     title: str
     fingerprint: Fingerprint
+    descriptors: CopyDescriptors | None = None  # None: stored before them (PDQ only)
 
 
 def match_library(
-    query: Fingerprint, library: Iterable[LibraryEntry], min_score: float
+    query: Fingerprint, descriptors: CopyDescriptors, library: Iterable[LibraryEntry],
+    min_score: float
 ) -> tuple[CopyrightMatch, ...]:
     """Every reference whose video or audio matches with at least ``min_score``, best first."""
     found = []
     for entry in library:
-        video = match_video(query, entry.fingerprint)
+        video = (match_descriptors(descriptors, entry.descriptors, min_score)
+                 if entry.descriptors is not None else match_video(query, entry.fingerprint))
         audio = match_audio(query, entry.fingerprint)
         lead = video if video.score >= audio.score else audio
         if lead.score < min_score:
@@ -120,6 +134,7 @@ def match_library(
                 duration_s=lead.duration_s,
                 video_score=video.score,
                 audio_score=audio.score,
+                speed=lead.speed,
             )
         )
     found.sort(key=lambda mt: -mt.score)
