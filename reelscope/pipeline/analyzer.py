@@ -3,10 +3,10 @@
 Two lanes run at once: speech (audio decode, Whisper, Chromaprint, then the
 sentiment models' warm-up) and pictures (frame decode, then the text encoder's
 warm-up). Each sampled frame goes, as it is decoded, to the classifier (a batch
-at a time), with a database to the copy descriptors (through the same served model),
-to OCR and to the frame hashes (each in a thread of its own, fed through a short
-queue), and to the caller's ``on_frame``; no list of every frame
-is kept, so a long video takes no more memory than a short one.
+at a time), to the copy descriptors where there is a copyright library (through the
+same served model), to OCR and to the frame hashes (each in a thread of its own, fed
+through a short queue), and to the caller's ``on_frame``; no list of every frame is
+kept, so a long video takes no more memory than a short one.
 Everything that needs both lanes comes after, and the database is written once,
 in one transaction, at the very end.
 """
@@ -160,7 +160,8 @@ class Analyzer:
             text_lane = lane(partial(self._read_text, readers=parallel.ocr_readers))
             hash_lane = lane(frame_hashes)
             consumers: list[Callable[[Frame], None]] = [job.add, text_lane.add, hash_lane.add]
-            if self.store is not None:  # copy descriptors serve only matching the library
+            # copy descriptors serve only matching the library: none without references
+            if self.store is not None and self.store.has_references():
                 consumers.append(copies.add)
             if on_frame is not None:
                 consumers.append(on_frame)

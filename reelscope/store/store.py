@@ -183,6 +183,10 @@ class Store:
                                           descriptors=descriptors.to_blob()))
             return ReferenceInfo(row.id, row.title, row.duration_s, created=True)
 
+    def has_references(self) -> bool:
+        with self.session() as s:
+            return s.scalar(select(ReferenceRow.id).limit(1)) is not None
+
     def references(self) -> list[ReferenceInfo]:
         with self.session() as s:
             rows = s.scalars(select(ReferenceRow).order_by(ReferenceRow.id)).all()
