@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +84,19 @@ def test_similar_finds_the_original_of_a_copy(
     human = run_cli("similar", ids["copy"], db=db)
     rows = [ln for ln in human.stdout.splitlines() if ids["original"] in ln or ids["other"] in ln]
     assert ids["original"] in rows[0] and ids["other"] in rows[1]
+
+
+def test_a_reference_stored_before_copy_descriptors_still_matches(
+    run_cli: Any, tmp_path: Path, reencoded_copy: Path
+) -> None:
+    """A library written before copy descriptors existed has PDQ hashes only: its
+    references are matched on them."""
+    db = tmp_path / "old.db"
+    added = run_cli("references", "add", str(SAMPLE), "--title", "Song A", db=db)
+    assert added.code == 0, added.stderr
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM copyright_reference_descriptors")
+    result = run_cli("analyze", str(reencoded_copy), "--json", db=db)
+    assert result.code == 0, result.stderr
+    best = result.json()["copyright"][0]
+    assert best["title"] == "Song A" and best["video_score"] >= 0.8
