@@ -23,7 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from reelscope.errors import StoreError
+from reelscope.errors import ModelError
 from reelscope.tasks.classify import Classifier, ClassifyJob
 from reelscope.video.decode import Frame
 
@@ -72,7 +72,7 @@ class CopyDescriptors:
                 extra = tuple(z[f"extra{i}"] for i in range(len(z.files) - 3))
                 return cls(float(z["step_s"]), z["whole"], extra)
         except (OSError, ValueError, KeyError) as exc:
-            raise StoreError(f"stored copy descriptors are damaged: {exc}") from exc
+            raise ModelError(f"stored copy descriptors are damaged: {exc}") from exc
 
     def views(self) -> list[np.ndarray]:
         return [self.whole.astype(np.float32), *(e.astype(np.float32) for e in self.extra)]
@@ -114,6 +114,7 @@ class Describer:
         self.step_s = step_s
         self.whole = ClassifyJob(classifier)
         self.flipped = ClassifyJob(classifier) if flipped else None
+        self.inner = inner
         self.boxes: list[Box] | None = None if inner else []
         self.views: list[ClassifyJob] = []
         self._waiting: list[tuple[int, float, np.ndarray]] = []
@@ -165,7 +166,7 @@ def _small_grey(frames: Sequence[np.ndarray]) -> tuple[list[np.ndarray], float]:
                          cv2.COLOR_RGB2GRAY).astype(np.float32) for f in frames], s
 
 
-def _black_box(frames: Sequence[np.ndarray]) -> Box:
+def _black_box(frames: Sequence[np.ndarray]) -> tuple[int, int, int, int]:
     """Inside black bars: rows and columns never brighter than 40 are trimmed."""
     h, w = frames[0].shape[:2]
     brightest = np.max([f.max(axis=2) for f in frames[:: max(1, len(frames) // 8)]], axis=0)
@@ -176,7 +177,8 @@ def _black_box(frames: Sequence[np.ndarray]) -> Box:
     return int(cols[0]), int(rows[0]), int(cols[-1]) + 1, int(rows[-1]) + 1
 
 
-def _detail_box(grey: Sequence[np.ndarray], s: float, size: tuple[int, int]) -> Box:
+def _detail_box(grey: Sequence[np.ndarray], s: float,
+                size: tuple[int, int]) -> tuple[int, int, int, int]:
     """Inside flat or blurred bars: edge rows and columns with under a fifth of the
     picture's detail (95th percentile of the mean |Laplacian| per row or column)."""
     lap = np.mean([np.abs(cv2.Laplacian(g, cv2.CV_32F)) for g in grey], axis=0)
@@ -200,7 +202,8 @@ def _longest_runs(mask: np.ndarray) -> np.ndarray:
     return best
 
 
-def _edge_box(grey: Sequence[np.ndarray], s: float, size: tuple[int, int]) -> Box | None:
+def _edge_box(grey: Sequence[np.ndarray], s: float,
+              size: tuple[int, int]) -> tuple[int, int, int, int] | None:
     """A picture inside the picture: the rectangle with three or four sides inside the
     frame that are straight edges staying put in every sampled frame (mean |Sobel| over
     time above a 10-grey-level step), the most such sides first."""
@@ -221,7 +224,7 @@ def _edge_box(grey: Sequence[np.ndarray], s: float, size: tuple[int, int]) -> Bo
 
     xs = [0, *lines(_longest_runs(ex > thr) / sh, sw), sw]
     ys = [0, *lines(_longest_runs((ey > thr).T) / sw, sh), sh]
-    best: tuple[int, float, Box] | None = None
+    best: tuple[int, float, tuple[int, int, int, int]] | None = None
     for i, x0 in enumerate(xs):
         for x1 in xs[i + 1:]:
             for j, y0 in enumerate(ys):
@@ -245,12 +248,12 @@ def _edge_box(grey: Sequence[np.ndarray], s: float, size: tuple[int, int]) -> Bo
     return round(x0 / s), round(y0 / s), min(w, round(x1 / s)), min(h, round(y1 / s))
 
 
-def inner_pictures(frames: Sequence[np.ndarray]) -> list[Box]:
+def inner_pictures(frames: Sequence[np.ndarray]) -> list[tuple[int, int, int, int]]:
     """Boxes (x0, y0, x1, y1) of pictures inside the frame, each at least 15% and at most
     90% of it, no two alike."""
     h, w = frames[0].shape[:2]
     grey, s = _small_grey(frames)
-    found: list[Box] = []
+    found: list[tuple[int, int, int, int]] = []
     for box in (_black_box(frames), _detail_box(grey, s, (w, h)), _edge_box(grey, s, (w, h))):
         if box is None:
             continue
