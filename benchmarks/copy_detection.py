@@ -67,6 +67,7 @@ from reelscope.tasks.copydetect import (  # noqa: E402
     align,
     inner_pictures,
     shrunk,
+    squash,
 )
 
 STEP_S = 0.5
@@ -156,10 +157,9 @@ def lite0() -> Callable[[Sequence[np.ndarray]], np.ndarray]:
     net = classifier_module()
 
     def describe(images: Sequence[np.ndarray]) -> np.ndarray:
-        batch = np.stack([cv2.resize(x, (224, 224), interpolation=cv2.INTER_AREA)
-                          for x in images]).astype(np.float32).transpose(0, 3, 1, 2)
+        batch = np.stack([squash(x) for x in images])  # the model input reelscope gives it
         with torch.no_grad():
-            _, feats = net(torch.from_numpy(batch / 127.5 - 1.0))
+            _, feats = net(torch.from_numpy(batch))
         f = feats.numpy()
         return f / np.linalg.norm(f, axis=1, keepdims=True)
 
