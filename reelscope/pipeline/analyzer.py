@@ -41,6 +41,7 @@ from reelscope.report import (
 )
 from reelscope.store.store import ReferenceInfo, Store
 from reelscope.tasks import sentiment
+from reelscope.tasks.asr import is_silent
 from reelscope.tasks.classify import video_labels, visual_embedding
 from reelscope.tasks.copydetect import Describer
 from reelscope.tasks.copyright import match_library
@@ -50,6 +51,8 @@ from reelscope.tasks.fingerprint import (
     audio_fingerprint,
     frame_hashes,
 )
+from reelscope.tasks.landmarks import EMPTY as EMPTY_LANDMARKS
+from reelscope.tasks.landmarks import Landmarks, landmarks
 from reelscope.tasks.ocr import (
     FrameText,
     TextLine,
@@ -148,8 +151,11 @@ class Analyzer:
         timings: dict[str, float] = {}
         step = 1.0 / self.settings.sample_fps
 
+        # copy descriptors and audio landmarks serve only matching the library: none
+        # without references
+        matching = self.store is not None and self.store.has_references()
         with ThreadPoolExecutor(max_workers=4, thread_name_prefix="lane") as lanes:
-            speech = lanes.submit(self._speech_lane, info, timings)
+            speech = lanes.submit(self._speech_lane, info, timings, matching)
             if not self.overlap:
                 speech.result()
             # overlap=False: each task reads the frames after decoding, one after another
@@ -160,8 +166,7 @@ class Analyzer:
             text_lane = lane(partial(self._read_text, readers=parallel.ocr_readers))
             hash_lane = lane(frame_hashes)
             consumers: list[Callable[[Frame], None]] = [job.add, text_lane.add, hash_lane.add]
-            # copy descriptors serve only matching the library: none without references
-            if self.store is not None and self.store.has_references():
+            if matching:
                 consumers.append(copies.add)
             if on_frame is not None:
                 consumers.append(on_frame)
@@ -181,7 +186,7 @@ class Analyzer:
             with self._timed("fingerprint", timings):
                 hashes, quality = hash_lane.result()
             _ = self.runtime.text_encoder
-            transcript, audio_fp, audio_item_s = speech.result()
+            transcript, audio_fp, audio_item_s, heard = speech.result()
         fp = Fingerprint(step, hashes, quality, audio_fp, audio_item_s)
         with self._timed("sentiment", timings):
             feeling = sentiment.analyze(
@@ -200,7 +205,9 @@ class Analyzer:
         similar: tuple[SimilarVideo, ...] = ()
         if self.store is not None:
             with self._timed("copyright", timings):
-                matches = match_library(fp, copies.result(), self.store.library(),
+                described = copies.result()
+                matches = match_library(fp, described, heard,
+                                        self.store.library(described, heard),
                                         self.settings.copyright_min_score)
                 similar = self.store.similar(
                     visual, text_vec, self.settings.similar_k, exclude=sha[:16]
@@ -246,26 +253,32 @@ class Analyzer:
                                 [hasher.add, copies.add])
         with self._timed("fingerprint", timings):
             hashes, quality = hasher.result()
-            items, item_s = audio_fingerprint(decode_audio(info))
+            audio = decode_audio(info)
+            items, item_s = audio_fingerprint(audio)
+            heard = _landmarks(audio)
             fp = Fingerprint(step, hashes, quality, items, item_s)
             descriptors = copies.result()
         with self._timed("store", timings):
-            return self.store.add_reference(sha, title, info.duration_s, fp, descriptors)
+            return self.store.add_reference(sha, title, info.duration_s, fp, descriptors,
+                                            heard)
 
     # lanes and helpers --------------------------------------------------------
 
     def _speech_lane(
-        self, info: MediaInfo, timings: dict[str, float]
-    ) -> tuple[Transcript, np.ndarray, float]:
+        self, info: MediaInfo, timings: dict[str, float], listen: bool
+    ) -> tuple[Transcript, np.ndarray, float, Landmarks]:
+        """The transcript, the Chromaprint fingerprint and, with ``listen`` (there are
+        references to match), the audio landmarks."""
         with self._timed("asr", timings):
             audio = decode_audio(info)
             transcript = self.runtime.speech.transcribe(audio)
         with self._timed("audio_fingerprint", timings):
             items, item_s = audio_fingerprint(audio)
+            heard = _landmarks(audio) if listen else EMPTY_LANDMARKS
         del audio
         malloc.trim()  # the speech lane's large transient arrays, before what comes next
         _ = self.runtime.sentiment_ready
-        return transcript, items, item_s
+        return transcript, items, item_s, heard
 
     def _decode_frames(self, info: MediaInfo, timings: dict[str, float],
                        parallel: _Parallelism,
@@ -417,3 +430,7 @@ def _video_info(info: MediaInfo, sha: str, filename: str, duration_s: float) -> 
         audio_tracks=info.audio_tracks,
         audio_language=info.audio_language,
     )
+
+
+def _landmarks(audio: np.ndarray) -> Landmarks:
+    return EMPTY_LANDMARKS if is_silent(audio) else landmarks(audio)

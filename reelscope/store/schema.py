@@ -68,6 +68,51 @@ class ReferenceDescriptorsRow(Base):
     descriptors: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class ReferenceLandmarksRow(Base):
+    """That a reference's audio landmarks (``reelscope.tasks.landmarks``) are stored, in
+    which format, and its length in landmark frames. A reference stored before them has
+    none and is matched on its Chromaprint fingerprint."""
+
+    __tablename__ = "copyright_reference_landmarks"
+
+    reference_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    format: Mapped[int] = mapped_column(Integer)
+    frames: Mapped[int] = mapped_column(Integer)
+
+
+class AudioHashRow(Base):
+    """One audio landmark of a reference; looked up by hash, the way a query's landmarks
+    find the references that share them."""
+
+    __tablename__ = "copyright_audio_hashes"
+
+    hash: Mapped[int] = mapped_column(Integer, primary_key=True)
+    reference_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    frame: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+
+class StoreInfoRow(Base):
+    """Facts about the database itself: ``instance``, a random id made with the tables,
+    tells a database from another made anew at the same place."""
+
+    __tablename__ = "store_info"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    value: Mapped[str] = mapped_column(String(200))
+
+
+class IndexLogRow(Base):
+    """A write to a row that a nearest-neighbour index holds (``reelscope.store.vectors``):
+    ``name`` "reference" (copy descriptors' key frames) or "video" (embeddings), ``key``
+    the row's key as text. Written in the same transaction as the row."""
+
+    __tablename__ = "index_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(16), index=True)
+    key: Mapped[str] = mapped_column(String(32))
+
+
 class ApiKeyRow(Base):
     __tablename__ = "api_keys"
 

@@ -1,31 +1,54 @@
 """The store: reports, embeddings and the copyright library in one database.
 
 SQLite (embedded) by default, PostgreSQL or any SQLAlchemy database by URL.
-Every write is one transaction: an analysis that fails writes nothing.
+Every write is one transaction: an analysis that fails writes nothing. Nearest-neighbour
+indexes (``reelscope.store.vectors``) find the references a clip may copy and the videos
+``similar`` returns without reading every row; their files live beside a SQLite
+database, else in ``index_dir``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import hashlib
+import uuid
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import create_engine, event, func, select, text
-from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+import platformdirs
+from sqlalchemy import create_engine, event, func, insert, select, text
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from reelscope.errors import NotFoundError, StoreError
 from reelscope.report import Report, SimilarVideo
-from reelscope.store.schema import Base, ReferenceDescriptorsRow, ReferenceRow, VideoRow
+from reelscope.store.schema import (
+    AudioHashRow,
+    Base,
+    IndexLogRow,
+    ReferenceDescriptorsRow,
+    ReferenceLandmarksRow,
+    ReferenceRow,
+    StoreInfoRow,
+    VideoRow,
+)
+from reelscope.store.vectors import Rows, SyncedIndex
+from reelscope.tasks import copydetect, landmarks
 from reelscope.tasks.copydetect import CopyDescriptors
 from reelscope.tasks.copyright import LibraryEntry
 from reelscope.tasks.fingerprint import Fingerprint
+from reelscope.tasks.landmarks import Landmarks
 
 _SCHEMA_LOCK = 0x7265656C  # the advisory lock key of creating the tables ("reel")
 VISUAL_WEIGHT = 0.7  # similarity = 0.7 visual + 0.3 text when both videos have text
+COPY_CANDIDATES = 32  # references aligned in full per clip, the index's nearest
+COPY_NEIGHBOURS = 32  # key frames found per search vector
+EXACT_AMONG = 2000  # similar() among this few videos reads them all instead
+MIN_AUDIO_HITS = 8  # landmarks shared with a clip for a reference to be matched on them
 
 
 @dataclass(frozen=True)
@@ -44,7 +67,7 @@ class ReferenceInfo:
 
 
 class Store:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, index_dir: Path | None = None) -> None:
         self.url = url
         try:
             self.engine: Engine = create_engine(url, future=True)
@@ -58,6 +81,29 @@ class Store:
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot open database {_safe(url)}: {_cause(exc)}") from exc
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._instance = self._instance_id()
+        folder = index_dir or _default_index_dir(url, self._instance)
+        self._copy_index = self._synced("copy", copydetect.SEARCH_DIM,
+                                        copydetect.search_signature(), folder,
+                                        "reference", self._reference_keys)
+        self._visual_index = self._synced("visual", 1280, "visual1", folder, "video",
+                                          self._video_vectors("visual"))
+        self._text_index = self._synced("text", 512, "text1", folder, "video",
+                                        self._video_vectors("text"))
+
+    def _instance_id(self) -> str:
+        with self.session() as s:
+            row = s.get(StoreInfoRow, "instance")
+            if row is not None:
+                return row.value
+        try:
+            with self.session() as s:
+                s.add(StoreInfoRow(name="instance", value=uuid.uuid4().hex))
+        except StoreError as exc:  # another process made it first
+            if not isinstance(exc.__cause__, IntegrityError):
+                raise
+        with self.session() as s:
+            return s.get(StoreInfoRow, "instance").value  # type: ignore[union-attr]
 
     def _create_tables(self) -> None:
         """The tables, where they are missing. On PostgreSQL under an advisory lock:
@@ -71,6 +117,8 @@ class Store:
             Base.metadata.create_all(conn)
 
     def close(self) -> None:
+        for index in (self._copy_index, self._visual_index, self._text_index):
+            index.close()
         self.engine.dispose()
 
     @property
@@ -125,6 +173,7 @@ class Store:
                     text_embedding=None if text is None else text.astype("<f4").tobytes(),
                 )
             )
+            s.add(IndexLogRow(name="video", key=report.video.id))
 
     def count_videos(self) -> int:
         with self.session() as s:
@@ -140,16 +189,29 @@ class Store:
     ) -> tuple[SimilarVideo, ...]:
         """The ``k`` stored videos nearest to the given embeddings, best first.
 
-        ``among``: only these video ids (e.g. those one API key may see).
-        """
-        with self.session() as s:
-            rows = s.execute(
-                select(VideoRow.id, VideoRow.visual_embedding, VideoRow.text_embedding)
-            ).all()
+        ``among``: only these video ids (e.g. those one API key may see). Candidates come
+        from the visual and text indexes, more of them until ``k`` pass the filters, and
+        are scored exactly; among a few ids, those are read and scored directly."""
+        if among is not None and len(among) <= EXACT_AMONG:
+            return self._scored(visual, text, sorted(among - {exclude or ""}), k)
+        total = len(self._visual_index)
+        wanted = 4 * k + 16
+        while True:
+            keys = {key for hits in self._visual_index.search(visual[None, :], wanted)
+                    for key, _ in hits}
+            if text is not None:
+                keys |= {key for hits in self._text_index.search(text[None, :], wanted)
+                         for key, _ in hits}
+            ids = [i for i in map(_video_id, keys)
+                   if i != exclude and (among is None or i in among)]
+            if len(ids) >= k or wanted >= total:
+                return self._scored(visual, text, ids, k)
+            wanted *= 4
+
+    def _scored(self, visual: np.ndarray, text: np.ndarray | None, ids: Sequence[str],
+                k: int) -> tuple[SimilarVideo, ...]:
         scored = []
-        for vid, vis_blob, text_blob in rows:
-            if vid == exclude or (among is not None and vid not in among):
-                continue
+        for vid, vis_blob, text_blob in self._embedding_rows(ids):
             score = float(np.dot(visual, np.frombuffer(vis_blob, "<f4")))
             if text is not None and text_blob is not None:
                 text_score = float(np.dot(text, np.frombuffer(text_blob, "<f4")))
@@ -157,6 +219,18 @@ class Store:
             scored.append(SimilarVideo(video_id=vid, score=score))
         scored.sort(key=lambda sv: -sv.score)
         return tuple(scored[:k])
+
+    def _embedding_rows(self, ids: Sequence[str] | None) -> Iterator[tuple[str, bytes,
+                                                                           bytes | None]]:
+        """(id, visual, text) of these videos (every video for None), in pages."""
+        columns = select(VideoRow.id, VideoRow.visual_embedding, VideoRow.text_embedding)
+        if ids is None:
+            with self.session() as s:
+                yield from s.execute(columns.execution_options(yield_per=1000))
+            return
+        for start in range(0, len(ids), 500):
+            with self.session() as s:
+                yield from s.execute(columns.where(VideoRow.id.in_(ids[start:start + 500])))
 
     def embeddings(self, video_id: str) -> tuple[np.ndarray, np.ndarray | None]:
         with self.session() as s:
@@ -170,7 +244,7 @@ class Store:
 
     def add_reference(
         self, sha256: str, title: str, duration_s: float, fp: Fingerprint,
-        descriptors: CopyDescriptors,
+        descriptors: CopyDescriptors, heard: Landmarks,
     ) -> ReferenceInfo:
         with self.session() as s:
             old = s.scalar(select(ReferenceRow).where(ReferenceRow.sha256 == sha256))
@@ -181,6 +255,14 @@ class Store:
             s.flush()
             s.add(ReferenceDescriptorsRow(reference_id=row.id,
                                           descriptors=descriptors.to_blob()))
+            s.add(IndexLogRow(name="reference", key=str(row.id)))
+            s.add(ReferenceLandmarksRow(reference_id=row.id, format=landmarks.FORMAT,
+                                        frames=heard.length))
+            pairs = np.unique(np.stack([heard.hashes.astype(np.int64),
+                                        heard.frames.astype(np.int64)], axis=1), axis=0)
+            if len(pairs):
+                s.execute(insert(AudioHashRow), [
+                    {"hash": h, "reference_id": row.id, "frame": f} for h, f in pairs.tolist()])
             return ReferenceInfo(row.id, row.title, row.duration_s, created=True)
 
     def has_references(self) -> bool:
@@ -192,24 +274,142 @@ class Store:
             rows = s.scalars(select(ReferenceRow).order_by(ReferenceRow.id)).all()
             return [ReferenceInfo(r.id, r.title, r.duration_s, created=False) for r in rows]
 
-    def library(self) -> list[LibraryEntry]:
-        """Every reference, with its copy descriptors where they were stored in the format
-        read now (else None: matched on PDQ hashes)."""
+    def library(self, query: CopyDescriptors | None = None,
+                heard: Landmarks | None = None) -> list[LibraryEntry]:
+        """The references a clip is matched against, each with what to match it on.
+
+        - Video: the copy index's nearest references to ``query`` (at most
+          COPY_CANDIDATES) come with their descriptors; a reference stored before
+          descriptors comes with its PDQ hashes; any other has no video to match.
+        - Audio: the references sharing at least MIN_AUDIO_HITS landmarks with ``heard``
+          come with those hits; a reference stored before landmarks comes with its
+          Chromaprint fingerprint; any other has no audio to match.
+        Without ``query`` and ``heard``: every reference, with all it has."""
+        everything = query is None and heard is None
         with self.session() as s:
-            rows = s.scalars(select(ReferenceRow)).all()
-            described = {ref_id: blob for ref_id, blob in s.execute(
-                select(ReferenceDescriptorsRow.reference_id, ReferenceDescriptorsRow.descriptors))}
-            return [
-                LibraryEntry(
-                    r.id,
-                    r.title,
-                    Fingerprint.from_blobs(
-                        r.frame_step_s, r.frame_hashes, r.frame_quality, r.audio_fp, r.audio_item_s
-                    ),
-                    CopyDescriptors.from_blob(described[r.id]) if r.id in described else None,
-                )
-                for r in rows
-            ]
+            no_descriptors = set(s.scalars(select(ReferenceRow.id).where(
+                ReferenceRow.id.not_in(select(ReferenceDescriptorsRow.reference_id)))))
+            landmarked = select(ReferenceLandmarksRow.reference_id).where(
+                ReferenceLandmarksRow.format == landmarks.FORMAT)
+            no_landmarks = set(s.scalars(select(ReferenceRow.id).where(
+                ReferenceRow.id.not_in(landmarked))))
+        video: set[int] = set()
+        if query is not None:
+            hits = self._copy_index.search(copydetect.query_vectors(query), COPY_NEIGHBOURS)
+            video = set(copydetect.rank_candidates(hits, COPY_CANDIDATES))
+        audio = self._audio_hits(heard) if heard is not None else {}
+        entries = []
+        with self.session() as s:
+            refs = select(ReferenceRow.id, ReferenceRow.title, ReferenceRow.frame_step_s,
+                          ReferenceRow.audio_item_s)
+            if not everything:
+                refs = refs.where(ReferenceRow.id.in_(video | set(audio) | no_descriptors
+                                                      | no_landmarks))
+            for r in s.execute(refs).all():
+                pdq = (s.execute(select(ReferenceRow.frame_hashes, ReferenceRow.frame_quality)
+                                 .where(ReferenceRow.id == r.id)).one()
+                       if r.id in no_descriptors else (b"", b""))
+                chroma = (s.scalar(select(ReferenceRow.audio_fp).where(ReferenceRow.id == r.id))
+                          if r.id in no_landmarks else b"")
+                blob = (s.scalar(select(ReferenceDescriptorsRow.descriptors).where(
+                    ReferenceDescriptorsRow.reference_id == r.id))
+                    if r.id in video or (everything and r.id not in no_descriptors) else None)
+                frames = (s.scalar(select(ReferenceLandmarksRow.frames).where(
+                    ReferenceLandmarksRow.reference_id == r.id))
+                    if r.id in audio else None)
+                entries.append(LibraryEntry(
+                    r.id, r.title,
+                    Fingerprint.from_blobs(r.frame_step_s, pdq[0], pdq[1], chroma or b"",
+                                           r.audio_item_s),
+                    _descriptors(blob) if blob is not None else None,
+                    tuple(audio[r.id]) if r.id in audio else None,
+                    int(frames or 0)))
+        return entries
+
+    def _audio_hits(self, heard: Landmarks) -> dict[int, list[tuple[int, int]]]:
+        """Per reference, the (hash, frame) of its landmarks whose hash ``heard`` has,
+        for the references with at least MIN_AUDIO_HITS of them."""
+        hashes = np.unique(heard.hashes).tolist()
+        found: dict[int, list[tuple[int, int]]] = {}
+        with self.session() as s:
+            for start in range(0, len(hashes), 500):
+                for h, ref_id, frame in s.execute(
+                        select(AudioHashRow.hash, AudioHashRow.reference_id, AudioHashRow.frame)
+                        .where(AudioHashRow.hash.in_(hashes[start:start + 500]))):
+                    found.setdefault(ref_id, []).append((h, frame))
+        return {ref_id: hits for ref_id, hits in found.items() if len(hits) >= MIN_AUDIO_HITS}
+
+    # indexes ------------------------------------------------------------------
+
+    def _synced(self, name: str, ndim: int, signature: str, folder: Path | None,
+                logged_as: str, load: Any) -> SyncedIndex:
+        def log(after: int) -> list[tuple[int, int]]:
+            with self.session() as s:
+                return [(i, _index_key(logged_as, key)) for i, key in s.execute(
+                    select(IndexLogRow.id, IndexLogRow.key).where(
+                        IndexLogRow.name == logged_as, IndexLogRow.id > after)
+                    .order_by(IndexLogRow.id))]
+
+        def last_id() -> int:
+            with self.session() as s:
+                return int(s.scalar(select(func.max(IndexLogRow.id))) or 0)
+
+        return SyncedIndex(name, ndim, f"{signature}-{self._instance}",
+                           None if folder is None else folder / f"{name}.usearch",
+                           load, log, last_id)
+
+    def _reference_keys(self, ids: Sequence[int] | None) -> Rows:
+        """Each described reference's key frames in the copy search space. Descriptors
+        of another format or damaged are left out: such a reference cannot be matched
+        on them."""
+        query = select(ReferenceDescriptorsRow.reference_id, ReferenceDescriptorsRow.descriptors)
+        if ids is not None:
+            query = query.where(ReferenceDescriptorsRow.reference_id.in_(list(ids)))
+        with self.session() as s:
+            for ref_id, blob in s.execute(query.execution_options(yield_per=200)):
+                try:
+                    found = CopyDescriptors.from_blob(blob)
+                except ValueError:
+                    continue
+                if found is not None:
+                    yield ref_id, copydetect.key_vectors(found)
+
+    def _video_vectors(self, which: str) -> Any:
+        def load(keys: Sequence[int] | None) -> Rows:
+            ids = None if keys is None else [_video_id(k) for k in keys]
+            for vid, visual, words in self._embedding_rows(ids):
+                blob = visual if which == "visual" else words
+                if blob is not None:
+                    yield int(vid, 16), np.frombuffer(blob, "<f4")[None, :]
+
+        return load
+
+
+def _descriptors(blob: bytes) -> CopyDescriptors | None:
+    try:
+        return CopyDescriptors.from_blob(blob)
+    except ValueError as exc:
+        raise StoreError(f"stored {exc}") from exc
+
+
+def _index_key(logged_as: str, key: str) -> int:
+    return int(key, 16) if logged_as == "video" else int(key)
+
+
+def _video_id(key: int) -> str:
+    return f"{key:016x}"
+
+
+def _default_index_dir(url: str, instance: str) -> Path | None:
+    """Beside a SQLite file; in the user cache for a server database; none in memory."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if not parsed.database or parsed.database == ":memory:":
+            return None
+        db = Path(parsed.database)
+        return db.with_name(db.name + "-index")
+    digest = hashlib.sha256(f"{_safe(url)} {instance}".encode()).hexdigest()[:16]
+    return Path(platformdirs.user_cache_dir("reelscope")) / "index" / digest
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: object) -> None:

@@ -9,15 +9,21 @@ trimmed, black or blurred; a picture-in-picture whose edges stay put), decided f
 first frames. A (query, reference) pair is scored along the best straight path through the
 similarity matrix of their frames, each frame pair taking its best view, less half of each
 query frame's median similarity to the reference, so that footage alike everywhere does not
-match on likeness alone. Chosen and measured in ``benchmarks/copy_detection.py``
-(BENCHMARKS.md, "Copy detection").
+match on likeness alone; plus how alike the two stretches change along that path (each
+side's descriptors less their mean over it: what the scene, the camera's view, bars and a
+static overlay hold in common falls away, what moves stays), so that another stretch of the
+same fixed camera does not match as a copy. Chosen and measured in
+``benchmarks/copy_detection.py`` (BENCHMARKS.md, "Copy detection").
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -35,10 +41,20 @@ VIEW_SIDE = 256  # frames are searched for inner pictures at this size
 WORK_SIDE = 448  # views are cut from frames shrunk to this size
 DECIDE_AFTER = 16  # frames seen before a query's inner pictures are decided
 INPUT_SIZE = 224
-# the aligned score of unrelated footage and of a plain copy in the benchmark; the
-# reported video score maps them to 0 and 1
-UNRELATED_SCORE = 0.2
-COPY_SCORE = 0.55
+# the aligned score (path plus change agreement) that unrelated footage stays below and
+# that a typical copy reaches in the benchmark; the reported video score maps them to 0
+# and 1
+UNRELATED_SCORE = 0.3
+COPY_SCORE = 1.0
+
+# searching a library: frames projected to SEARCH_DIM dimensions (PCA fitted on real
+# images, scripts/fit_copy_projection.py); a reference's key frames are its first frame and
+# each next one less than KEY_SIMILARITY alike to the last key frame; a query searches with
+# a frame a second, at most QUERY_FRAMES of them
+PROJECTION_FILE = Path(__file__).resolve().parent.parent / "models" / "copy_projection.npz"
+SEARCH_DIM = 256
+KEY_SIMILARITY = 0.9
+QUERY_FRAMES = 24
 
 Box = tuple[int, int, int, int]  # x0, y0, x1, y1
 
@@ -64,7 +80,8 @@ class CopyDescriptors:
 
     @classmethod
     def from_blob(cls, blob: bytes) -> CopyDescriptors | None:
-        """The descriptors in ``blob``; None when they are of another format."""
+        """The descriptors in ``blob``; None when they are of another format; ValueError
+        when they are damaged."""
         try:
             with np.load(io.BytesIO(blob)) as z:
                 if int(z["format"]) != FORMAT:
@@ -72,19 +89,24 @@ class CopyDescriptors:
                 extra = tuple(z[f"extra{i}"] for i in range(len(z.files) - 3))
                 return cls(float(z["step_s"]), z["whole"], extra)
         except (OSError, ValueError, KeyError) as exc:
-            raise ModelError(f"stored copy descriptors are damaged: {exc}") from exc
+            raise ValueError(f"copy descriptors are damaged: {exc}") from exc
 
     def views(self) -> list[np.ndarray]:
         return [self.whole.astype(np.float32), *(e.astype(np.float32) for e in self.extra)]
 
 
 @dataclass(frozen=True)
-class Match:
+class Alignment:
+    """Where a query shows a reference, video or audio."""
+
     score: float  # 0-1
     query_start_s: float
     reference_start_s: float
     duration_s: float
-    speed: float
+    speed: float = 1.0  # the copy plays this many times as fast as the reference
+
+
+NO_MATCH = Alignment(0.0, 0.0, 0.0, 0.0)
 
 
 def squash(rgb: np.ndarray) -> np.ndarray:
@@ -335,24 +357,101 @@ def _peak_near(sim: np.ndarray, row: int, col: int) -> tuple[float, float]:
     return float(c), value
 
 
+# searching ---------------------------------------------------------------------------
+
+
+@functools.cache
+def _projection() -> tuple[np.ndarray, np.ndarray, str]:
+    try:
+        with np.load(PROJECTION_FILE) as z:
+            mean, components = z["mean"].astype(np.float32), z["components"].astype(np.float32)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"the copy search projection {PROJECTION_FILE} is unreadable "
+                         f"(reinstall reelscope): {exc}") from exc
+    digest = hashlib.sha256(mean.tobytes() + components.tobytes()).hexdigest()[:16]
+    return mean, components, digest
+
+
+def search_signature() -> str:
+    """What the search vectors depend on: the descriptors' format and the projection."""
+    return f"copy{FORMAT}-{_projection()[2]}"
+
+
+def projected(x: np.ndarray) -> np.ndarray:
+    """Descriptors (n, 1280) in the search space (n, SEARCH_DIM), normalised."""
+    mean, components, _ = _projection()
+    return _normalised((x.astype(np.float32) - mean) @ components.T)
+
+
+def key_vectors(ref: CopyDescriptors) -> np.ndarray:
+    """A reference's key frames, every view, in the search space."""
+    out: list[np.ndarray] = []
+    for view in ref.views():
+        last: np.ndarray | None = None
+        for row in projected(view):
+            if last is None or float(row @ last) < KEY_SIMILARITY:
+                out.append(row)
+                last = row
+    return np.stack(out) if out else np.zeros((0, SEARCH_DIM), np.float32)
+
+
+def query_vectors(query: CopyDescriptors) -> np.ndarray:
+    """A query's frames to search with: one a second, at most QUERY_FRAMES spread over
+    it, every view."""
+    every = max(1, round(1.0 / query.step_s))
+    rows = np.arange(0, len(query.whole), every)
+    if len(rows) > QUERY_FRAMES:
+        rows = rows[np.linspace(0, len(rows) - 1, QUERY_FRAMES).round().astype(int)]
+    return np.concatenate([projected(v[rows]) for v in query.views()]) if len(rows) else \
+        np.zeros((0, SEARCH_DIM), np.float32)
+
+
+def rank_candidates(hits: Sequence[Sequence[tuple[int, float]]], limit: int) -> list[int]:
+    """The references found nearest to a query's frames, at most ``limit``: ``hits``
+    holds, per search vector, its neighbours' (reference id, similarity); a reference
+    ranks by the sum over the search vectors of its best similarity among them."""
+    total: dict[int, float] = {}
+    for row in hits:
+        best: dict[int, float] = {}
+        for key, sim in row:
+            if sim > best.get(key, -2.0):
+                best[key] = sim
+        for key, sim in best.items():
+            total[key] = total.get(key, 0.0) + sim
+    return sorted(total, key=lambda key: -total[key])[:limit]
+
+
 # matching ----------------------------------------------------------------------------
 
 
-def match(query: CopyDescriptors, ref: CopyDescriptors, min_score: float = 0.0) -> Match:
-    """How much of ``ref`` ``query`` shows, where and at which speed (score 0 when it
-    cannot reach ``min_score``)."""
-    none = Match(0.0, 0.0, 0.0, 0.0, 1.0)
+def change_agreement(query_views: Sequence[np.ndarray], ref_views: Sequence[np.ndarray],
+                     q0: float, r0: float, length: int, speed: float) -> float:
+    """How alike the two videos change along the path (query row ``q0`` on reference row
+    ``r0``, ``length`` rows at ``speed``): the mean cosine of each side's descriptors less
+    their mean over the path, the best pair of views. About 0 for another stretch of the
+    same scene, 0.2-1 for a copy."""
+    rows = np.arange(round(q0), round(q0) + length)
+    cols = np.round(r0 + speed * (rows - q0)).astype(int)
+    ok = (cols >= 0) & (cols < len(ref_views[0])) & (rows < len(query_views[0]))
+    rows, cols = rows[ok], cols[ok]
+    if len(rows) < 2:
+        return 0.0
+    qs = [_normalised(v[rows] - v[rows].mean(axis=0)) for v in query_views]
+    rs = [_normalised(v[cols] - v[cols].mean(axis=0)) for v in ref_views]
+    return max(float(np.mean(np.sum(a * b, axis=1))) for a in qs for b in rs)
+
+
+def match(query: CopyDescriptors, ref: CopyDescriptors,
+          query_views: Sequence[np.ndarray] | None = None) -> Alignment:
+    """How much of ``ref`` ``query`` shows, where and at which speed. ``query_views``:
+    ``query.views()``, when the caller matches one query against many references."""
     min_path = round(MIN_PATH_S / query.step_s)
     if len(query.whole) < min_path or len(ref.whole) < min_path:
-        return none
-    sim = np.max([a @ b.T for a in query.views() for b in ref.views()], axis=0)
-    # a path takes one reference frame per query frame: no window of it can beat the
-    # query frames' best similarities, which are cheap to bound first
-    best_rows = sim.max(axis=1) - CTX_WEIGHT * np.median(sim, axis=1)
-    window = np.convolve(best_rows, np.ones(min_path) / min_path, mode="valid")
-    needed = UNRELATED_SCORE + min_score * (COPY_SCORE - UNRELATED_SCORE)
-    if window.max() < needed:
-        return none
-    raw, q0, r0, length, speed = align(sim, CTX_WEIGHT, min_path)
+        return NO_MATCH
+    qv = query.views() if query_views is None else list(query_views)
+    rv = ref.views()
+    sim = np.max([a @ b.T for a in qv for b in rv], axis=0)
+    path, q0, r0, length, speed = align(sim, CTX_WEIGHT, min_path)
+    raw = path + change_agreement(qv, rv, q0, r0, length, speed)
     score = float(np.clip((raw - UNRELATED_SCORE) / (COPY_SCORE - UNRELATED_SCORE), 0, 1))
-    return Match(score, q0 * query.step_s, r0 * ref.step_s, length * query.step_s, speed)
+    return Alignment(score, q0 * query.step_s, r0 * ref.step_s, length * query.step_s, speed)

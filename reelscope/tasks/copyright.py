@@ -1,13 +1,14 @@
-"""Match a clip's fingerprint against the copyright library.
+"""Match a clip against the copyright library.
 
 Video: copy descriptors (``reelscope.tasks.copydetect``) aligned along time, speed
 included. A reference stored before them has PDQ hashes only: frames sampled at the
 same rate are compared along every time offset; the offset with the most frames within
 Hamming distance 31 (PDQ's recommended threshold) wins, and the score is the share of
-overlapping frames that match. Audio: raw Chromaprint items are slid against the reference; the
-bit agreement at the best offset is rescaled so that unrelated audio (about
-0.5 agreement) scores 0 and identical audio scores 1.
-"""
+overlapping frames that match. Audio: landmarks (``reelscope.tasks.landmarks``), which
+find music under speech. A reference stored before them has a Chromaprint fingerprint:
+raw items are slid against the clip's; the bit agreement at the best offset is rescaled
+so that unrelated audio (about 0.5 agreement) scores 0 and identical audio scores 1.
+A match is reported by whichever of video and audio scores higher."""
 
 from __future__ import annotations
 
@@ -17,26 +18,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from reelscope.report import CopyrightMatch
-from reelscope.tasks import copydetect
-from reelscope.tasks.copydetect import CopyDescriptors
+from reelscope.tasks import copydetect, landmarks
+from reelscope.tasks.copydetect import NO_MATCH, Alignment, CopyDescriptors
 from reelscope.tasks.fingerprint import MIN_PDQ_QUALITY, Fingerprint
+from reelscope.tasks.landmarks import Landmarks
 
 PDQ_MATCH_DISTANCE = 31
 MIN_VIDEO_FRAMES = 3
 MIN_AUDIO_OVERLAP_S = 3.0
 AUDIO_CHANCE = 0.55  # bit agreement between unrelated recordings sits near 0.5
-
-
-@dataclass(frozen=True)
-class Alignment:
-    score: float  # 0-1
-    query_start_s: float
-    reference_start_s: float
-    duration_s: float
-    speed: float = 1.0  # the copy plays this many times as fast as the reference
-
-
-NO_MATCH = Alignment(0.0, 0.0, 0.0, 0.0)
 
 
 def match_video(query: Fingerprint, ref: Fingerprint) -> Alignment:
@@ -96,31 +86,31 @@ def match_audio(query: Fingerprint, ref: Fingerprint) -> Alignment:
     return Alignment(score, q0 * item_s, r0 * item_s, length * item_s)
 
 
-def match_descriptors(query: CopyDescriptors, ref: CopyDescriptors,
-                      min_score: float) -> Alignment:
-    found = copydetect.match(query, ref, min_score)
-    return Alignment(found.score, found.query_start_s, found.reference_start_s,
-                     found.duration_s, found.speed)
-
-
 @dataclass(frozen=True)
 class LibraryEntry:
     reference_id: int
     title: str
     fingerprint: Fingerprint
-    descriptors: CopyDescriptors | None = None  # None: stored before them (PDQ only)
+    # video: its copy descriptors, else PDQ hashes in ``fingerprint`` (none: no video match)
+    descriptors: CopyDescriptors | None = None
+    # audio: the (hash, frame) of its landmarks a clip shares and its length in landmark
+    # frames, else Chromaprint in ``fingerprint`` (none: no audio match)
+    audio_hits: tuple[tuple[int, int], ...] | None = None
+    audio_frames: int = 0
 
 
 def match_library(
-    query: Fingerprint, descriptors: CopyDescriptors, library: Iterable[LibraryEntry],
-    min_score: float
+    query: Fingerprint, descriptors: CopyDescriptors, heard: Landmarks,
+    library: Iterable[LibraryEntry], min_score: float
 ) -> tuple[CopyrightMatch, ...]:
     """Every reference whose video or audio matches with at least ``min_score``, best first."""
     found = []
+    query_views = descriptors.views()
     for entry in library:
-        video = (match_descriptors(descriptors, entry.descriptors, min_score)
+        video = (copydetect.match(descriptors, entry.descriptors, query_views)
                  if entry.descriptors is not None else match_video(query, entry.fingerprint))
-        audio = match_audio(query, entry.fingerprint)
+        audio = (landmarks.match(heard, entry.audio_hits, entry.audio_frames)
+                 if entry.audio_hits is not None else match_audio(query, entry.fingerprint))
         lead = video if video.score >= audio.score else audio
         if lead.score < min_score:
             continue
@@ -135,6 +125,7 @@ def match_library(
                 video_score=video.score,
                 audio_score=audio.score,
                 speed=lead.speed,
+                kind="video" if lead is video else "audio",
             )
         )
     found.sort(key=lambda mt: -mt.score)

@@ -148,7 +148,7 @@ function render(job) {
   const copyright = $("copyright");
   copyright.replaceChildren();
   for (const m of r.copyright) {
-    copyright.append(el("li", `${m.title}: score ${m.score.toFixed(2)}, ${m.duration_s.toFixed(1)} s from ${fmt(m.query_start_s)}`));
+    copyright.append(el("li", `${m.title}: ${m.kind} match, score ${m.score.toFixed(2)}, ${m.duration_s.toFixed(1)} s from ${fmt(m.query_start_s)}`));
   }
   if (!r.copyright.length) copyright.append(el("li", "none"));
   const similar = $("similar");
