@@ -1,19 +1,20 @@
-"""Search latency of an approximate nearest-neighbour index over reference descriptors,
-against library size (issue: copy detection that survives real edits). A design
-measurement for the index reelscope does not have yet: today every reference is aligned in
-turn (``reelscope.tasks.copydetect.match``).
+"""Search latency of reelscope's copy index against library size (issue: copy detection
+that survives real edits): the index class and the query that ``Store.library`` runs.
 
     .venv/bin/python benchmarks/copy_index.py --out results.json
 
-Synthetic descriptors (the issue allows them for the size sweep): each reference is 5
-keyframes (one every 2 s of a 10 s clip) in 2 views (as is and flipped), each a random
-walk on the unit sphere, so that a reference's frames resemble each other as real footage
-does. A query is one reference's frames with noise (cosine about 0.9 to the originals),
-10 frames in 2 views: 20 searches of the 16 nearest keyframes, whose references are the
-candidates. Index: usearch HNSW (cosine, int8 vectors), built with every core here.
-Reported per size and dimension: build time, the index's memory, query latency (all 20
-searches; median and p95 of 200 queries, one thread) and whether the true reference is
-among the candidates.
+Synthetic descriptors (the issue allows them for the size sweep), in the search space
+(``copydetect.SEARCH_DIM``, 256): each reference is 5 key frames in 2 views (as is and
+flipped; the benchmark's real references have 2-20 key frames, 7 on average), each a
+random walk on the unit sphere, so that a reference's frames resemble each other as real
+footage does. A query is one reference's frames with noise (cosine about 0.9 to the
+originals): ``copydetect.QUERY_FRAMES`` frames in 2 views, each searched for its
+``store.COPY_NEIGHBOURS`` nearest key frames, ranked by ``copydetect.rank_candidates``
+into at most ``store.COPY_CANDIDATES`` references. Index: ``reelscope.store.vectors.
+HnswIndex`` (usearch HNSW, cosine, int8 vectors). Reported per size: build time, the
+index's memory, query latency (searches and ranking; median and p95) and whether the true
+reference is among the candidates. ``--raw`` measures the earlier design point instead
+(usearch directly, 10 frames x 2 views, 16 neighbours, one thread, any dimension).
 """
 
 from __future__ import annotations
@@ -26,8 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from machine import stamp
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
+from machine import stamp  # noqa: E402
+
+from reelscope.store.store import COPY_CANDIDATES, COPY_NEIGHBOURS  # noqa: E402
+from reelscope.store.vectors import HnswIndex  # noqa: E402
+from reelscope.tasks.copydetect import QUERY_FRAMES as PRODUCT_QUERY_FRAMES  # noqa: E402
+from reelscope.tasks.copydetect import rank_candidates  # noqa: E402
 
 KEYFRAMES = 5
 VIEWS = 2
@@ -77,20 +83,59 @@ def run(plan: list[tuple[int, int]], queries: int) -> list[dict[str, object]]:
     return rows
 
 
+def run_product(sizes: list[int], queries: int) -> list[dict[str, object]]:
+    rows = []
+    rng = np.random.default_rng(7)
+    dim = 256
+    for n in sizes:
+        refs = references(n, dim, rng)
+        index = HnswIndex(dim)
+        start = time.perf_counter()
+        for lo in range(0, n, 8192):
+            block = refs[lo:lo + 8192]
+            index.add(np.repeat(np.arange(lo, lo + len(block)), KEYFRAMES * VIEWS).tolist(),
+                      block.reshape(-1, dim))
+        build_s = time.perf_counter() - start
+        times, found = [], 0
+        for _ in range(queries):
+            truth = int(rng.integers(n))
+            picks = refs[truth, rng.integers(0, KEYFRAMES * VIEWS, PRODUCT_QUERY_FRAMES * VIEWS)]
+            noisy = picks + 0.45 / np.sqrt(dim) * rng.standard_normal(picks.shape)
+            noisy = (noisy / np.linalg.norm(noisy, axis=1, keepdims=True)).astype(np.float32)
+            start = time.perf_counter()
+            candidates = rank_candidates(index.search(noisy, COPY_NEIGHBOURS), COPY_CANDIDATES)
+            times.append(time.perf_counter() - start)
+            found += truth in candidates
+        row = {"references": n, "vectors": n * KEYFRAMES * VIEWS, "dim": dim, "dtype": "i8",
+               "searches_per_query": PRODUCT_QUERY_FRAMES * VIEWS,
+               "neighbours": COPY_NEIGHBOURS, "candidates": COPY_CANDIDATES,
+               "build_s": round(build_s, 1),
+               "memory_mb": round(index._index.memory_usage / 2**20),
+               "query_ms_median": round(1e3 * float(np.median(times)), 2),
+               "query_ms_p95": round(1e3 * float(np.percentile(times, 95)), 2),
+               "true_reference_among_candidates": f"{found}/{queries}"}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--plan", nargs="+", default=["256:1000", "256:10000", "256:100000",
-                                                     "1280:1000", "1280:10000"],
-                        help="DIM:REFERENCES pairs (1280-d at 100k is left out by default: "
-                             "1M vectors at about 1 ms each to add, per core, here)")
+    parser.add_argument("--sizes", nargs="+", type=int, default=[1000, 10000, 100000])
+    parser.add_argument("--raw", nargs="+", metavar="DIM:REFERENCES",
+                        help="the earlier design measurement instead, e.g. 256:1000 1280:10000")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
-    plan = [(int(d), int(n)) for d, n in (item.split(":") for item in args.plan)]
-    rows = run(plan, args.queries)
-    args.out.write_text(json.dumps({**stamp(), "keyframes": KEYFRAMES, "views": VIEWS,
-                                    "query_frames": QUERY_FRAMES, "neighbours": NEIGHBOURS,
-                                    "results": rows}, indent=1))
+    if args.raw:
+        plan = [(int(d), int(n)) for d, n in (item.split(":") for item in args.raw)]
+        rows = run(plan, args.queries)
+        shape = {"keyframes": KEYFRAMES, "views": VIEWS, "query_frames": QUERY_FRAMES,
+                 "neighbours": NEIGHBOURS}
+    else:
+        rows = run_product(args.sizes, args.queries)
+        shape = {"keyframes": KEYFRAMES, "views": VIEWS, "query_frames": PRODUCT_QUERY_FRAMES}
+    args.out.write_text(json.dumps({**stamp(), **shape, "results": rows}, indent=1))
 
 
 if __name__ == "__main__":
