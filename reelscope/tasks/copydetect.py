@@ -305,21 +305,32 @@ def align(sim: np.ndarray, ctx_weight: float,
     qi = np.arange(nq)
     for v in SPEEDS:
         penalty = 0.0 if abs(v - 1.0) < 1e-6 else 0.005
-        for b in range(-int(v * nq) - 1, nr):
-            r = np.round(v * qi + b).astype(int)
-            ok = (r >= 0) & (r < nr)
-            if ok.sum() < min_path:
+        # every path at this speed at once: one row per offset b (reference frame of
+        # query frame i: round(v * i + b)); a window counts only where all its cells lie
+        # inside the matrix
+        offsets = np.arange(-int(v * nq) - 1, nr)
+        cols = np.round(v * qi[None, :] + offsets[:, None]).astype(int)
+        inside = (cols >= 0) & (cols < nr)
+        vals = np.where(inside, sim[qi[None, :], np.clip(cols, 0, nr - 1)] - ctx[None, :], 0.0)
+        csum = np.concatenate([np.zeros((len(offsets), 1)), np.cumsum(vals, axis=1)], axis=1)
+        count = np.concatenate([np.zeros((len(offsets), 1), int),
+                                np.cumsum(inside, axis=1)], axis=1)
+        # a window of 2 * min_path or more splits into two of min_path or more, one of
+        # them with a mean at least its own: the best mean is among these lengths
+        for length in range(min_path, min(2 * min_path, nq + 1)):
+            means = np.where(count[:, length:] - count[:, :-length] == length,
+                             (csum[:, length:] - csum[:, :-length]) / length, -np.inf)
+            at = int(np.argmax(means))
+            row, start = divmod(at, means.shape[1])
+            if not np.isfinite(means[row, start]):
                 continue
-            i, rr = qi[ok], r[ok]
-            vals = sim[i, rr] - ctx[i]
-            csum = np.concatenate([[0.0], np.cumsum(vals)])
-            for length in range(min_path, len(vals) + 1):
-                means = (csum[length:] - csum[:-length]) / length
-                j = int(np.argmax(means))
-                key = (float(means[j]) - penalty, length)
-                if key[0] > best_key[0] + 1e-9 or (abs(key[0] - best_key[0]) <= 1e-9
-                                                   and length > best_key[1]):
-                    best_key, best = key, (key[0], i, rr, j, float(v))
+            key = (float(means[row, start]) - penalty, length)
+            if key[0] > best_key[0] + 1e-9 or (abs(key[0] - best_key[0]) <= 1e-9
+                                               and length > best_key[1]):
+                ok = inside[row]
+                first = int(np.argmax(ok))  # the path's first row inside the matrix
+                best_key, best = key, (key[0], qi[ok], cols[row][ok], start - first,
+                                       float(v))
     if best is None:
         return -9.0, 0.0, 0.0, 0, 1.0
     score, i, rr, j, v = best
