@@ -199,7 +199,7 @@ class SyncedIndex:
             self._save(index)
 
     def _save(self, index: VectorIndex | None = None) -> None:
-        index = index or self._index
+        index = index if index is not None else self._index
         meta_path = self._meta_path()
         if self.path is None or meta_path is None or index is None:
             return

@@ -10,7 +10,8 @@ whose times differ by one constant offset, unrelated audio as a few scattered on
 Peaks are chosen per frequency band and per second (the loudest local maxima of the
 spectrogram less each frequency's median level), so that music above the voice's range
 (cymbals, strings, synthesisers) keeps its peaks when speech is louder below it. Chosen
-and measured in ``benchmarks/audio_copies.py`` (BENCHMARKS.md, "Audio copies").
+and measured in ``benchmarks/audio_copies.py`` (BENCHMARKS.md, "Copy detection", "Audio:
+music under speech, re-encoded").
 """
 
 from __future__ import annotations
