@@ -25,7 +25,10 @@ pair:
   not match on likeness alone;
 - ``...+change``: plus how alike the two stretches change along the path (each side's
   descriptors less their mean over it), so that another stretch of the same fixed camera
-  does not match.
+  does not match;
+- ``...+background``: score normalisation against a background set of unrelated real
+  images (783: every third of those ``scripts/fit_copy_projection.py`` fits on): each
+  query frame's similarities less half of its best similarity to the background.
 Each pair's score is the best mean similarity along a straight path through the frame
 similarity matrix (speed 0.85-1.25, at least 2.5 s); the path gives the reference offset.
 Views, alignment and change agreement are reelscope's own
@@ -82,6 +85,7 @@ from reelscope.tasks.copydetect import (  # noqa: E402
 
 STEP_S = 0.5
 MIN_PATH = 5  # frames: 2.5 s
+BACKGROUND_WEIGHT = 0.5
 # reelscope's default --copyright-min-score 0.6 on the aligned score
 DEFAULT_THRESHOLD = UNRELATED_SCORE + 0.6 * (COPY_SCORE - UNRELATED_SCORE)
 
@@ -212,14 +216,19 @@ class Described:
     inner: dict[str, list[np.ndarray]]  # query: per inner picture, (frames, d)
 
 
-def descriptor_pair(d: Described, with_views: bool, ctx: float, change: bool, query: str,
+def descriptor_pair(d: Described, with_views: bool, ctx: float, change: bool,
+                    background: np.ndarray | None, query: str,
                     ref_name: str) -> tuple[float, float, float, float]:
-    """A pair's alignment; with views, each frame pair takes its best view."""
+    """A pair's alignment; with views, each frame pair takes its best view; with a
+    ``background``, each query frame's similarity less half its best similarity there."""
     ref = f"ref-{ref_name}"
     qs = [d.whole[query], *(d.inner[query] if with_views else [])]
     rs = [d.whole[ref], *([d.flipped[ref]] if with_views else [])]
-    score, q0, r0, n, speed = align(np.max([a @ b.T for a in qs for b in rs], axis=0), ctx,
-                                    MIN_PATH)
+    less = [np.zeros(len(a)) if background is None
+            else BACKGROUND_WEIGHT * (a @ background.T).max(axis=1) for a in qs]
+    score, q0, r0, n, speed = align(
+        np.max([a @ b.T - lo[:, None] for a, lo in zip(qs, less, strict=True) for b in rs],
+               axis=0), ctx, MIN_PATH)
     if change:
         score += change_agreement(qs, rs, q0, r0, n, speed)
     return score, q0 * STEP_S, r0 * STEP_S, speed
@@ -289,6 +298,19 @@ def evaluate(name: str, truth: list[dict[str, Any]],
     return out
 
 
+def background_images() -> list[np.ndarray]:
+    """The background set: every third of the real images the search projection was
+    fitted on (none is in the footage here), RGB, shrunk as the clips' frames are."""
+    import fit_copy_projection
+
+    out = []
+    for path in fit_copy_projection.images()[::3]:
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is not None and min(bgr.shape[:2]) >= 32:
+            out.append(shrunk(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), WORK_SIDE))
+    return out
+
+
 def match_cost(truth: list[dict[str, Any]], refs: Sequence[str], whole: dict[str, np.ndarray],
                flipped: dict[str, np.ndarray], inner: dict[str, list[np.ndarray]]
                ) -> dict[str, float]:
@@ -353,12 +375,14 @@ def run(folder: Path, out: Path) -> None:
                  for c, vs in views.items()}
         describe_s = time.perf_counter() - start
 
-        for label, with_views, ctx, change in (
-                (name, False, 0.0, False), (f"{name}+views", True, 0.0, False),
-                (f"{name}+views-ctx", True, CTX_WEIGHT, False),
-                (f"{name}+views-ctx+change", True, CTX_WEIGHT, True)):
+        background = describe(background_images())
+        for label, with_views, ctx, change, bg in (
+                (name, False, 0.0, False, None), (f"{name}+views", True, 0.0, False, None),
+                (f"{name}+views-ctx", True, CTX_WEIGHT, False, None),
+                (f"{name}+views-ctx+change", True, CTX_WEIGHT, True, None),
+                (f"{name}+views-ctx+change+background", True, CTX_WEIGHT, True, background)):
             score = partial(descriptor_pair, Described(whole, flipped, inner), with_views, ctx,
-                            change)
+                            change, bg)
             row = evaluate(label, truth, score, refs, DEFAULT_THRESHOLD
                            if name == "lite0" and change else None)
             row["describe_s"] = round(describe_s, 1)
