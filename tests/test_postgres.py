@@ -80,3 +80,24 @@ def test_processes_starting_together_on_a_new_database_all_open_it() -> None:
             t.join()
         assert errors == []
         assert Store(url).count_videos() == 0
+
+
+def test_the_indexes_follow_writes_of_another_store_on_postgres(pg_url: str,
+                                                                 tmp_path: Path) -> None:
+    """Two stores on one PostgreSQL database, as a service's workers are: what one saves,
+    the other's index finds, and each keeps its index files where it was told."""
+    import numpy as np
+    from test_vector_index import _library, _save, _unit
+
+    from reelscope.store.store import Store
+
+    writer = Store(pg_url, index_dir=tmp_path / "writer")
+    reader = Store(pg_url, index_dir=tmp_path / "reader")
+    ids, vectors = _library(writer, 60)
+    assert reader.similar(vectors[7], None, 1)[0].video_id == ids[7]
+    newcomer = _unit(np.random.default_rng(5).normal(size=1280))
+    _save(writer, 500, newcomer)
+    assert reader.similar(newcomer, None, 1)[0].video_id == f"{500:016x}"
+    writer.close()
+    reader.close()
+    assert (tmp_path / "reader" / "visual.usearch").is_file()
