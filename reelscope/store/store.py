@@ -47,6 +47,12 @@ _SCHEMA_LOCK = 0x7265656C  # the advisory lock key of creating the tables ("reel
 VISUAL_WEIGHT = 0.7  # similarity = 0.7 visual + 0.3 text when both videos have text
 COPY_CANDIDATES = 32  # references aligned in full per clip, the index's nearest
 COPY_NEIGHBOURS = 32  # key frames found per search vector
+# HNSW's search breadth (ef): the copy index searches with many vectors per clip, each
+# of which may find its reference; similar() with one vector per index, which must
+# (benchmarks/similar_index.py: 1280-d at 100k videos, ef 64 finds a vector's true
+# nearest 66% of the time, 512 100%)
+COPY_BREADTH = 64
+SIMILAR_BREADTH = 512
 EXACT_AMONG = 2000  # similar() among this few videos reads them all instead
 MIN_AUDIO_HITS = 8  # landmarks shared with a clip for a reference to be matched on them
 
@@ -87,9 +93,9 @@ class Store:
                                         copydetect.search_signature(), folder,
                                         "reference", self._reference_keys)
         self._visual_index = self._synced("visual", 1280, "visual1", folder, "video",
-                                          self._video_vectors("visual"))
+                                          self._video_vectors("visual"), SIMILAR_BREADTH)
         self._text_index = self._synced("text", 512, "text1", folder, "video",
-                                        self._video_vectors("text"))
+                                        self._video_vectors("text"), SIMILAR_BREADTH)
 
     def _instance_id(self) -> str:
         with self.session() as s:
@@ -342,7 +348,7 @@ class Store:
     # indexes ------------------------------------------------------------------
 
     def _synced(self, name: str, ndim: int, signature: str, folder: Path | None,
-                logged_as: str, load: Any) -> SyncedIndex:
+                logged_as: str, load: Any, breadth: int = COPY_BREADTH) -> SyncedIndex:
         def log(after: int) -> list[tuple[int, int]]:
             with self.session() as s:
                 return [(i, _index_key(logged_as, key)) for i, key in s.execute(
@@ -356,7 +362,7 @@ class Store:
 
         return SyncedIndex(name, ndim, f"{signature}-{self._instance}",
                            None if folder is None else folder / f"{name}.usearch",
-                           load, log, last_id)
+                           load, log, last_id, breadth)
 
     def _reference_keys(self, ids: Sequence[int] | None) -> Rows:
         """Each described reference's key frames in the copy search space. Descriptors

@@ -54,9 +54,10 @@ class VectorIndex(Protocol):
 
 
 class HnswIndex:
-    """usearch's HNSW graph, cosine, vectors kept as int8."""
+    """usearch's HNSW graph, cosine, vectors kept as int8. ``breadth``: the candidates a
+    search keeps in view (HNSW's ef): more finds the true nearest more often, slower."""
 
-    def __init__(self, ndim: int, path: Path | None = None) -> None:
+    def __init__(self, ndim: int, path: Path | None = None, breadth: int = 64) -> None:
         from usearch.index import Index
 
         self.ndim = ndim
@@ -65,6 +66,7 @@ class HnswIndex:
             raise ValueError(f"{path} is not a {ndim}-d index")
         self._index: Index = restored if restored is not None else Index(
             ndim=ndim, metric="cos", dtype="i8", multi=True)
+        self._index.expansion_search = breadth  # type: ignore[misc]  # it has a setter
 
     def __len__(self) -> int:
         return len(self._index)
@@ -100,14 +102,15 @@ class SyncedIndex:
     ``load(keys)``: the vectors of those keys as stored now (all rows for None; a key
     whose row is gone yields nothing); ``log(after)``: the (id, key) rows of ``index_log``
     for this index with id > ``after``; ``last_id()``: the highest id there, 0 for none.
-    ``path``: the file (None: kept in memory only)."""
+    ``path``: the file (None: kept in memory only); ``breadth``: as for HnswIndex."""
 
     def __init__(self, name: str, ndim: int, signature: str, path: Path | None,
                  load: Callable[[Sequence[int] | None], Rows],
                  log: Callable[[int], list[tuple[int, int]]],
-                 last_id: Callable[[], int]) -> None:
+                 last_id: Callable[[], int], breadth: int = 64) -> None:
         self.name = name
         self.ndim = ndim
+        self.breadth = breadth
         self.signature = signature
         self.path = path
         self._load, self._log, self._last_id = load, log, last_id
@@ -156,7 +159,7 @@ class SyncedIndex:
                         meta.get("file")) == (FORMAT, self.signature, self.ndim,
                                               _identity(self.path)) \
                         and meta["cursor"] <= self._last_id():
-                    index = HnswIndex(self.ndim, self.path)
+                    index = HnswIndex(self.ndim, self.path, self.breadth)
                     self._cursor = int(meta["cursor"])
                     self._applied = {int(i) for i in meta["applied"]}
                     return index
@@ -167,7 +170,7 @@ class SyncedIndex:
     def _build(self) -> VectorIndex:
         self._cursor = self._last_id()  # rows logged while building are applied after
         self._applied = set()
-        index = HnswIndex(self.ndim)
+        index = HnswIndex(self.ndim, breadth=self.breadth)
         keys: list[int] = []
         vectors: list[np.ndarray] = []
         for key, vecs in self._load(None):
