@@ -53,6 +53,17 @@ def references(n: int, dim: int, rng: np.random.Generator) -> np.ndarray:
     return walk / np.linalg.norm(walk, axis=2, keepdims=True)
 
 
+def query(refs: np.ndarray, frames: int, rng: np.random.Generator
+          ) -> tuple[int, np.ndarray]:
+    """A random reference and a query made of ``frames`` x VIEWS of its key frames with
+    noise (cosine about 0.9 to the originals)."""
+    n, _, dim = refs.shape
+    truth = int(rng.integers(n))
+    picks = refs[truth, rng.integers(0, KEYFRAMES * VIEWS, frames * VIEWS)]
+    noisy = picks + 0.45 / np.sqrt(dim) * rng.standard_normal(picks.shape)
+    return truth, (noisy / np.linalg.norm(noisy, axis=1, keepdims=True)).astype(np.float32)
+
+
 def run(plan: list[tuple[int, int]], queries: int) -> list[dict[str, object]]:
     from usearch.index import Index
 
@@ -68,10 +79,7 @@ def run(plan: list[tuple[int, int]], queries: int) -> list[dict[str, object]]:
         build_s = time.perf_counter() - start
         times, found = [], 0
         for _ in range(queries):
-            truth = int(rng.integers(n))
-            picks = refs[truth, rng.integers(0, KEYFRAMES * VIEWS, QUERY_FRAMES * VIEWS)]
-            noisy = picks + 0.45 / np.sqrt(dim) * rng.standard_normal(picks.shape)
-            noisy = (noisy / np.linalg.norm(noisy, axis=1, keepdims=True)).astype(np.float32)
+            truth, noisy = query(refs, QUERY_FRAMES, rng)
             start = time.perf_counter()
             hits = index.search(noisy, NEIGHBOURS, threads=1)
             candidates = set(owner[hits.keys.ravel()].tolist())
@@ -102,10 +110,7 @@ def run_product(sizes: list[int], queries: int) -> list[dict[str, object]]:
         build_s = time.perf_counter() - start
         times, found = [], 0
         for _ in range(queries):
-            truth = int(rng.integers(n))
-            picks = refs[truth, rng.integers(0, KEYFRAMES * VIEWS, PRODUCT_QUERY_FRAMES * VIEWS)]
-            noisy = picks + 0.45 / np.sqrt(dim) * rng.standard_normal(picks.shape)
-            noisy = (noisy / np.linalg.norm(noisy, axis=1, keepdims=True)).astype(np.float32)
+            truth, noisy = query(refs, PRODUCT_QUERY_FRAMES, rng)
             start = time.perf_counter()
             candidates = rank_candidates(index.search(noisy, COPY_NEIGHBOURS), COPY_CANDIDATES)
             times.append(time.perf_counter() - start)
@@ -115,10 +120,7 @@ def run_product(sizes: list[int], queries: int) -> list[dict[str, object]]:
         flat = refs.reshape(-1, dim)
         exact_times, exact_found = [], 0
         for _ in range(EXACT_QUERIES):
-            truth = int(rng.integers(n))
-            picks = refs[truth, rng.integers(0, KEYFRAMES * VIEWS, PRODUCT_QUERY_FRAMES * VIEWS)]
-            noisy = picks + 0.45 / np.sqrt(dim) * rng.standard_normal(picks.shape)
-            noisy = (noisy / np.linalg.norm(noisy, axis=1, keepdims=True)).astype(np.float32)
+            truth, noisy = query(refs, PRODUCT_QUERY_FRAMES, rng)
             start = time.perf_counter()
             sims = noisy @ flat.T
             top = np.argpartition(-sims, COPY_NEIGHBOURS, axis=1)[:, :COPY_NEIGHBOURS]
