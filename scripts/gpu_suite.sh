@@ -6,6 +6,8 @@
 #                                            # CPU_BASELINE=1: each on the CPU too
 #   bash scripts/gpu_suite.sh batch CLIP     # benchmarks/batch_scale.py --gpus: reelscope
 #                                            # batch on Ray with 1 GPU, then every GPU
+#   bash scripts/gpu_suite.sh copies DIR     # benchmarks/copy_devices.py: the copies made
+#                                            # here in DIR, matched on CUDA and on the CPU
 # Results go to $OUT (the device tool brings them back). The machine's copy of the work tree
 # reads as an older commit in git: pass BENCH_COMMIT=<this checkout's commit> so that the
 # results files name the code that ran.
@@ -34,5 +36,9 @@ case "${1:-}" in
       --in-flight "${IN_FLIGHT:-8}" --cache "$REELSCOPE_CACHE_DIR" \
       --out "$OUT/batch-scale.json" 2>&1 | tee "$OUT/batch-scale.log"
     ;;
-  *) echo "usage: $0 tests|bench|batch CLIP" >&2; exit 2 ;;
+  copies)
+    python3 benchmarks/copy_devices.py run "$2" --device cuda --device cpu \
+      --out "$OUT/copy-devices.json" 2>&1 | tee "$OUT/copy-devices.log"
+    ;;
+  *) echo "usage: $0 tests|bench|batch CLIP|copies DIR" >&2; exit 2 ;;
 esac
