@@ -64,7 +64,7 @@ def run(folder: Path, devices: list[str], out: Path) -> None:
     results: dict[str, Any] = {**stamp(), "devices": {}}
     for device in devices:
         with tempfile.TemporaryDirectory() as tmp:
-            settings = Settings.from_env({}, db=str(Path(tmp) / "lib.db"), device=device)
+            settings = Settings.from_env(db=str(Path(tmp) / "lib.db"), device=device)
             with Runtime(settings) as runtime:
                 analyzer = Analyzer(settings, Store(settings.database_url), runtime)
                 ref_id = analyzer.add_reference(folder / "ref.mp4", "bikes with music").id
