@@ -5,6 +5,7 @@ again instead of being read wrongly."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -106,3 +107,14 @@ def test_a_database_made_anew_does_not_reuse_the_old_index(tmp_path: Path) -> No
     found = fresh.similar(old[0], None, 5)
     assert sorted(f.video_id for f in found) == sorted(ids)
     fresh.close()
+
+
+def test_a_store_that_only_reads_writes_nothing_for_the_indexes(tmp_path: Path) -> None:
+    """Listing and showing (a read-only database, a replica) neither make index files nor
+    write the database's instance id."""
+    store = Store(f"sqlite:///{tmp_path / 'lib.db'}")
+    assert store.count_videos() == 0 and store.references() == []
+    store.close()
+    assert not (tmp_path / "lib.db-index").exists()
+    with sqlite3.connect(tmp_path / "lib.db") as conn:
+        assert conn.execute("SELECT count(*) FROM store_info").fetchone() == (0,)

@@ -10,6 +10,7 @@ database, else in ``index_dir``.
 from __future__ import annotations
 
 import hashlib
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -87,15 +88,9 @@ class Store:
         except SQLAlchemyError as exc:
             raise StoreError(f"cannot open database {_safe(url)}: {_cause(exc)}") from exc
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._instance = self._instance_id()
-        folder = index_dir or _default_index_dir(url, self._instance)
-        self._copy_index = self._synced("copy", copydetect.SEARCH_DIM,
-                                        copydetect.search_signature(), folder,
-                                        "reference", self._reference_keys)
-        self._visual_index = self._synced("visual", 1280, "visual1", folder, "video",
-                                          self._video_vectors("visual"), SIMILAR_BREADTH)
-        self._text_index = self._synced("text", 512, "text1", folder, "video",
-                                        self._video_vectors("text"), SIMILAR_BREADTH)
+        self._index_dir = index_dir
+        self._indexes: dict[str, SyncedIndex] = {}
+        self._indexes_lock = threading.Lock()
 
     def _instance_id(self) -> str:
         with self.session() as s:
@@ -123,8 +118,9 @@ class Store:
             Base.metadata.create_all(conn)
 
     def close(self) -> None:
-        for index in (self._copy_index, self._visual_index, self._text_index):
-            index.close()
+        with self._indexes_lock:
+            for index in self._indexes.values():
+                index.close()
         self.engine.dispose()
 
     @property
@@ -200,13 +196,13 @@ class Store:
         are scored exactly; among a few ids, those are read and scored directly."""
         if among is not None and len(among) <= EXACT_AMONG:
             return self._scored(visual, text, sorted(among - {exclude or ""}), k)
-        total = len(self._visual_index)
+        total = len(self._index("visual"))
         wanted = 4 * k + 16
         while True:
-            keys = {key for hits in self._visual_index.search(visual[None, :], wanted)
+            keys = {key for hits in self._index("visual").search(visual[None, :], wanted)
                     for key, _ in hits}
             if text is not None:
-                keys |= {key for hits in self._text_index.search(text[None, :], wanted)
+                keys |= {key for hits in self._index("text").search(text[None, :], wanted)
                          for key, _ in hits}
             ids = [i for i in map(_video_id, keys)
                    if i != exclude and (among is None or i in among)]
@@ -301,7 +297,7 @@ class Store:
                 ReferenceRow.id.not_in(landmarked))))
         video: set[int] = set()
         if query is not None:
-            hits = self._copy_index.search(copydetect.query_vectors(query), COPY_NEIGHBOURS)
+            hits = self._index("copy").search(copydetect.query_vectors(query), COPY_NEIGHBOURS)
             video = set(copydetect.rank_candidates(hits, COPY_CANDIDATES))
         audio = self._audio_hits(heard) if heard is not None else {}
         entries = []
@@ -347,8 +343,27 @@ class Store:
 
     # indexes ------------------------------------------------------------------
 
-    def _synced(self, name: str, ndim: int, signature: str, folder: Path | None,
-                logged_as: str, load: Any, breadth: int = COPY_BREADTH) -> SyncedIndex:
+    def _index(self, name: str) -> SyncedIndex:
+        """The named index, made on first use: a store that only reads reports never
+        touches the index files or writes the database's instance id."""
+        with self._indexes_lock:
+            if name not in self._indexes:
+                instance = self._instance_id()
+                folder = self._index_dir or _default_index_dir(self.url, instance)
+                if name == "copy":
+                    made = self._synced("copy", copydetect.SEARCH_DIM,
+                                        copydetect.search_signature(), instance, folder,
+                                        "reference", self._reference_keys, COPY_BREADTH)
+                else:
+                    made = self._synced(name, 1280 if name == "visual" else 512, f"{name}1",
+                                        instance, folder, "video", self._video_vectors(name),
+                                        SIMILAR_BREADTH)
+                self._indexes[name] = made
+            return self._indexes[name]
+
+    def _synced(self, name: str, ndim: int, signature: str, instance: str,
+                folder: Path | None, logged_as: str, load: Any, breadth: int
+                ) -> SyncedIndex:
         def log(after: int) -> list[tuple[int, int]]:
             with self.session() as s:
                 return [(i, _index_key(logged_as, key)) for i, key in s.execute(
@@ -360,7 +375,7 @@ class Store:
             with self.session() as s:
                 return int(s.scalar(select(func.max(IndexLogRow.id))) or 0)
 
-        return SyncedIndex(name, ndim, f"{signature}-{self._instance}",
+        return SyncedIndex(name, ndim, f"{signature}-{instance}",
                            None if folder is None else folder / f"{name}.usearch",
                            load, log, last_id, breadth)
 
