@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import platformdirs
-from sqlalchemy import create_engine, event, func, insert, select, text
+from sqlalchemy import create_engine, event, func, insert, or_, select, text
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -276,8 +276,7 @@ class Store:
             rows = s.scalars(select(ReferenceRow).order_by(ReferenceRow.id)).all()
             return [ReferenceInfo(r.id, r.title, r.duration_s, created=False) for r in rows]
 
-    def library(self, query: CopyDescriptors | None = None,
-                heard: Landmarks | None = None) -> list[LibraryEntry]:
+    def library(self, query: CopyDescriptors, heard: Landmarks) -> list[LibraryEntry]:
         """The references a clip is matched against, each with what to match it on.
 
         - Video: the copy index's nearest references to ``query`` (at most
@@ -285,48 +284,37 @@ class Store:
           descriptors comes with its PDQ hashes; any other has no video to match.
         - Audio: the references sharing at least MIN_AUDIO_HITS landmarks with ``heard``
           come with those hits; a reference stored before landmarks comes with its
-          Chromaprint fingerprint; any other has no audio to match.
-        Without ``query`` and ``heard``: every reference, with all it has."""
-        everything = query is None and heard is None
+          Chromaprint fingerprint; any other has no audio to match."""
+        hits = self._index("copy").search(copydetect.query_vectors(query), COPY_NEIGHBOURS)
+        video = set(copydetect.rank_candidates(hits, COPY_CANDIDATES))
+        audio = self._audio_hits(heard)
+        # the legacy ones, chosen in the database: their number is the library's to decide
+        no_descriptors = ReferenceRow.id.not_in(select(ReferenceDescriptorsRow.reference_id))
+        no_landmarks = ReferenceRow.id.not_in(select(ReferenceLandmarksRow.reference_id).where(
+            ReferenceLandmarksRow.format == landmarks.FORMAT))
         with self.session() as s:
-            no_descriptors = set(s.scalars(select(ReferenceRow.id).where(
-                ReferenceRow.id.not_in(select(ReferenceDescriptorsRow.reference_id)))))
-            landmarked = select(ReferenceLandmarksRow.reference_id).where(
-                ReferenceLandmarksRow.format == landmarks.FORMAT)
-            no_landmarks = set(s.scalars(select(ReferenceRow.id).where(
-                ReferenceRow.id.not_in(landmarked))))
-        video: set[int] = set()
-        if query is not None:
-            hits = self._index("copy").search(copydetect.query_vectors(query), COPY_NEIGHBOURS)
-            video = set(copydetect.rank_candidates(hits, COPY_CANDIDATES))
-        audio = self._audio_hits(heard) if heard is not None else {}
-        entries = []
-        with self.session() as s:
-            refs = select(ReferenceRow.id, ReferenceRow.title, ReferenceRow.frame_step_s,
-                          ReferenceRow.audio_item_s)
-            if not everything:
-                refs = refs.where(ReferenceRow.id.in_(video | set(audio) | no_descriptors
-                                                      | no_landmarks))
-            for r in s.execute(refs).all():
-                pdq = (s.execute(select(ReferenceRow.frame_hashes, ReferenceRow.frame_quality)
-                                 .where(ReferenceRow.id == r.id)).one()
-                       if r.id in no_descriptors else (b"", b""))
-                chroma = (s.scalar(select(ReferenceRow.audio_fp).where(ReferenceRow.id == r.id))
-                          if r.id in no_landmarks else b"")
-                blob = (s.scalar(select(ReferenceDescriptorsRow.descriptors).where(
-                    ReferenceDescriptorsRow.reference_id == r.id))
-                    if r.id in video or (everything and r.id not in no_descriptors) else None)
-                frames = (s.scalar(select(ReferenceLandmarksRow.frames).where(
-                    ReferenceLandmarksRow.reference_id == r.id))
-                    if r.id in audio else None)
-                entries.append(LibraryEntry(
-                    r.id, r.title,
-                    Fingerprint.from_blobs(r.frame_step_s, pdq[0], pdq[1], chroma or b"",
-                                           r.audio_item_s),
-                    _descriptors(blob) if blob is not None else None,
-                    tuple(audio[r.id]) if r.id in audio else None,
-                    int(frames or 0)))
-        return entries
+            refs = s.execute(select(ReferenceRow.id, ReferenceRow.title,
+                                    ReferenceRow.frame_step_s, ReferenceRow.audio_item_s)
+                             .where(or_(ReferenceRow.id.in_(video | set(audio)),
+                                        no_descriptors, no_landmarks))).all()
+            pdq = {i: (h, q) for i, h, q in s.execute(
+                select(ReferenceRow.id, ReferenceRow.frame_hashes, ReferenceRow.frame_quality)
+                .where(no_descriptors))}
+            chroma = {i: fp for i, fp in s.execute(
+                select(ReferenceRow.id, ReferenceRow.audio_fp).where(no_landmarks))}
+            blobs = {i: blob for i, blob in s.execute(
+                select(ReferenceDescriptorsRow.reference_id, ReferenceDescriptorsRow.descriptors)
+                .where(ReferenceDescriptorsRow.reference_id.in_(video)))}
+            frames = {i: n for i, n in s.execute(
+                select(ReferenceLandmarksRow.reference_id, ReferenceLandmarksRow.frames)
+                .where(ReferenceLandmarksRow.reference_id.in_(set(audio))))}
+        return [LibraryEntry(
+            r.id, r.title,
+            Fingerprint.from_blobs(r.frame_step_s, *pdq.get(r.id, (b"", b"")),
+                                   chroma.get(r.id, b""), r.audio_item_s),
+            _descriptors(blobs[r.id]) if r.id in blobs else None,
+            tuple(audio[r.id]) if r.id in audio else None,
+            frames.get(r.id, 0)) for r in refs]
 
     def _audio_hits(self, heard: Landmarks) -> dict[int, list[tuple[int, int]]]:
         """Per reference, the (hash, frame) of its landmarks whose hash ``heard`` has,
