@@ -205,10 +205,11 @@ class Analyzer:
         similar: tuple[SimilarVideo, ...] = ()
         if self.store is not None:
             with self._timed("copyright", timings):
-                described = copies.result()
-                matches = match_library(fp, described, heard,
-                                        self.store.library(described, heard),
-                                        self.settings.copyright_min_score)
+                if matching:
+                    described = copies.result()
+                    matches = match_library(fp, described, heard,
+                                            self.store.library(described, heard),
+                                            self.settings.copyright_min_score)
                 similar = self.store.similar(
                     visual, text_vec, self.settings.similar_k, exclude=sha[:16]
                 )
