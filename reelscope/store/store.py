@@ -196,17 +196,17 @@ class Store:
         are scored exactly; among a few ids, those are read and scored directly."""
         if among is not None and len(among) <= EXACT_AMONG:
             return self._scored(visual, text, sorted(among - {exclude or ""}), k)
-        total = len(self._index("visual"))
         wanted = 4 * k + 16
         while True:
-            keys = {key for hits in self._index("visual").search(visual[None, :], wanted)
-                    for key, _ in hits}
+            (nearest,) = self._index("visual").search(visual[None, :], wanted)
+            keys = {key for key, _ in nearest}
             if text is not None:
-                keys |= {key for hits in self._index("text").search(text[None, :], wanted)
-                         for key, _ in hits}
+                (worded,) = self._index("text").search(text[None, :], wanted)
+                keys |= {key for key, _ in worded}
             ids = [i for i in map(_video_id, keys)
                    if i != exclude and (among is None or i in among)]
-            if len(ids) >= k or wanted >= total:
+            # fewer neighbours than asked for: the visual index holds no more videos
+            if len(ids) >= k or len(nearest) < wanted:
                 return self._scored(visual, text, ids, k)
             wanted *= 4
 

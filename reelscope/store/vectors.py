@@ -128,10 +128,6 @@ class SyncedIndex:
             index = self._synced()
             return index.search(vectors, k)
 
-    def __len__(self) -> int:
-        with self._lock:
-            return len(self._synced())
-
     def close(self) -> None:
         with self._lock:
             if self._index is not None and self._dirty:
