@@ -41,7 +41,6 @@ from reelscope.report import (
 )
 from reelscope.store.store import ReferenceInfo, Store
 from reelscope.tasks import sentiment
-from reelscope.tasks.asr import is_silent
 from reelscope.tasks.classify import video_labels, visual_embedding
 from reelscope.tasks.copydetect import Describer
 from reelscope.tasks.copyright import match_library
@@ -256,7 +255,7 @@ class Analyzer:
             hashes, quality = hasher.result()
             audio = decode_audio(info)
             items, item_s = audio_fingerprint(audio)
-            heard = _landmarks(audio)
+            heard = landmarks(audio)
             fp = Fingerprint(step, hashes, quality, items, item_s)
             descriptors = copies.result()
         with self._timed("store", timings):
@@ -275,7 +274,7 @@ class Analyzer:
             transcript = self.runtime.speech.transcribe(audio)
         with self._timed("audio_fingerprint", timings):
             items, item_s = audio_fingerprint(audio)
-            heard = _landmarks(audio) if listen else EMPTY_LANDMARKS
+            heard = landmarks(audio) if listen else EMPTY_LANDMARKS
         del audio
         malloc.trim()  # the speech lane's large transient arrays, before what comes next
         _ = self.runtime.sentiment_ready
@@ -431,7 +430,3 @@ def _video_info(info: MediaInfo, sha: str, filename: str, duration_s: float) -> 
         audio_tracks=info.audio_tracks,
         audio_language=info.audio_language,
     )
-
-
-def _landmarks(audio: np.ndarray) -> Landmarks:
-    return EMPTY_LANDMARKS if is_silent(audio) else landmarks(audio)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from reelscope.tasks.asr import is_silent
 from reelscope.tasks.copydetect import NO_MATCH, Alignment
 
 FORMAT = 1  # of stored landmarks
@@ -98,7 +99,9 @@ def peaks(audio: np.ndarray) -> np.ndarray:
 
 
 def landmarks(audio: np.ndarray) -> Landmarks:
-    """The landmarks of 16 kHz mono audio."""
+    """The landmarks of 16 kHz mono audio; none for silence, as Chromaprint has none."""
+    if is_silent(audio):
+        return EMPTY
     p = peaks(audio)
     hashes: list[int] = []
     frames: list[int] = []
