@@ -51,14 +51,7 @@ KINDS = {"alone": None, "under speech -6 dB": -6.0, "under speech -12 dB": -12.0
 def reencoded(samples: np.ndarray, kbps: int = 64) -> np.ndarray:
     buf = io.BytesIO()
     with av.open(buf, "w", format="mp4") as out:
-        stream = out.add_stream("aac", rate=ce.AUDIO_RATE)
-        stream.bit_rate = kbps * 1000
-        stream.layout = "mono"
-        frame = av.AudioFrame.from_ndarray(samples[None, :].astype(np.float32),
-                                           format="flt", layout="mono")
-        frame.sample_rate = ce.AUDIO_RATE
-        out.mux(stream.encode(frame))
-        out.mux(stream.encode(None))
+        ce.mux_audio(out, ce.aac_stream(out, kbps), samples)
     buf.seek(0)
     return ce.read_audio(buf)
 

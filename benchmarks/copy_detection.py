@@ -305,9 +305,9 @@ def background_images() -> list[np.ndarray]:
 
     out = []
     for path in fit_copy_projection.images()[::3]:
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is not None and min(bgr.shape[:2]) >= 32:
-            out.append(shrunk(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), WORK_SIDE))
+        rgb = fit_copy_projection.read_rgb(path)
+        if rgb is not None:
+            out.append(shrunk(rgb, WORK_SIDE))
     return out
 
 

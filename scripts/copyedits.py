@@ -120,7 +120,7 @@ def read_audio(path: Path | BinaryIO, start_s: float = 0.0,
                seconds: float | None = None) -> np.ndarray:
     """Mono float32 samples at AUDIO_RATE, of a file or an open one."""
     parts = []
-    with av.open(str(path) if isinstance(path, Path) else path) as container:
+    with av.open(str(path) if isinstance(path, Path) else path, "r") as container:
         resampler = av.AudioResampler(format="flt", layout="mono", rate=AUDIO_RATE)
         for frame in container.decode(audio=0):
             parts += [f.to_ndarray().ravel() for f in resampler.resample(frame)]
@@ -190,11 +190,7 @@ def write(path: Path, frames: Frames, fps: float, crf: int = 26,
         stream.width, stream.height = w - w % 2, h - h % 2
         stream.pix_fmt = "yuv420p"
         stream.options = {"crf": str(crf), "preset": "veryfast"}
-        sound = None
-        if audio is not None:
-            sound = out.add_stream("aac", rate=AUDIO_RATE)
-            sound.bit_rate = audio_kbps * 1000
-            sound.layout = "mono"
+        sound = None if audio is None else aac_stream(out, audio_kbps)
         for i, rgb in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(
                 np.ascontiguousarray(rgb[: h - h % 2, : w - w % 2]), format="rgb24")
@@ -203,12 +199,26 @@ def write(path: Path, frames: Frames, fps: float, crf: int = 26,
             out.mux(stream.encode(frame))
         out.mux(stream.encode(None))
         if sound is not None and audio is not None:
-            samples = av.AudioFrame.from_ndarray(audio[None, :].astype(np.float32),
-                                                 format="flt", layout="mono")
-            samples.sample_rate = AUDIO_RATE
-            out.mux(sound.encode(samples))
-            out.mux(sound.encode(None))
+            mux_audio(out, sound, audio)
     return path
+
+
+def aac_stream(out: av.container.OutputContainer, kbps: int) -> av.audio.stream.AudioStream:
+    """A mono AAC stream at AUDIO_RATE and ``kbps`` in ``out``."""
+    stream = out.add_stream("aac", rate=AUDIO_RATE)
+    stream.bit_rate = kbps * 1000
+    stream.layout = "mono"
+    return stream
+
+
+def mux_audio(out: av.container.OutputContainer, stream: av.audio.stream.AudioStream,
+              audio: np.ndarray) -> None:
+    """``audio`` (mono, AUDIO_RATE) encoded into ``stream`` of ``out``, to its end."""
+    samples = av.AudioFrame.from_ndarray(audio[None, :].astype(np.float32), format="flt",
+                                         layout="mono")
+    samples.sample_rate = AUDIO_RATE
+    out.mux(stream.encode(samples))
+    out.mux(stream.encode(None))
 
 
 # edits ------------------------------------------------------------------------------

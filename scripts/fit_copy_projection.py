@@ -46,6 +46,14 @@ def images() -> list[Path]:
     return found
 
 
+def read_rgb(path: Path) -> np.ndarray | None:
+    """An image as RGB; None for one OpenCV cannot read or under 32 pixels a side."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None or min(bgr.shape[:2]) < 32:
+        return None
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
 def views(rgb: np.ndarray, rng: random.Random) -> list[np.ndarray]:
     small = shrunk(rgb, WORK_SIDE)
     h, w = small.shape[:2]
@@ -75,11 +83,11 @@ def main() -> None:
     paths = images()
     used = 0
     for n, path in enumerate(paths):
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if bgr is None or min(bgr.shape[:2]) < 32:
+        rgb = read_rgb(path)
+        if rgb is None:
             continue
         used += 1
-        batch += [squash(v) for v in views(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), rng)]
+        batch += [squash(v) for v in views(rgb, rng)]
         if len(batch) >= 96 or n == len(paths) - 1:
             with torch.no_grad():
                 _, f = net(torch.from_numpy(np.stack(batch)))
