@@ -1,6 +1,7 @@
 """reelscope on a real Ray cluster of two nodes on this machine (a head and a second node,
 started and stopped here by their process ids), storing in the real PostgreSQL server:
-``reelscope batch --ray`` and ``reelscope serve --ray``."""
+``reelscope batch --ray`` and ``reelscope serve --ray``; videos listed by ``s3://`` URI
+come from a real S3 server on this machine (moto's), which every node reaches."""
 
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from conftest import SAMPLE, postgres_databases, unavailable
+from prometheus_client.parser import text_string_to_metric_families
 from service_harness import Server, free_port, upload
 from test_bad_input import _truncated
 
@@ -31,13 +34,19 @@ RAY = Path(sys.executable).parent / "ray"
 # the cluster's token: Ray's token authentication is on for a cluster that ``ray start``
 # makes, and a new machine has no token file (~/.ray/auth_token) to fall back on
 TOKEN = secrets.token_hex(32)
+# the S3 server's port, known before the cluster starts: its nodes read s3:// URIs there
+S3_PORT = free_port()
+S3_ENV = {"FSSPEC_S3_ENDPOINT_URL": f"http://127.0.0.1:{S3_PORT}",  # fsspec's own config
+          "AWS_ACCESS_KEY_ID": "reelscope-test", "AWS_SECRET_ACCESS_KEY": "reelscope-test",
+          "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 def _env(**extra: str) -> dict[str, str]:
     """The environment of the cluster's processes and its drivers: token authentication,
-    with this test run's token."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("REELSCOPE_")}
-    return {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN, **extra}
+    with this test run's token, and the S3 server's address and credentials."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("REELSCOPE_", "AWS_", "FSSPEC_"))}
+    return {**env, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": TOKEN, **S3_ENV, **extra}
 
 
 def _alive_nodes(address: str) -> int:
@@ -193,6 +202,78 @@ def test_a_library_on_two_nodes_survives_a_lost_actor_and_a_rerun_skips_it(
     assert _stored(pg_url) == stored
 
 
+@dataclass
+class S3:
+    log: Path  # the server's request log
+
+    def put(self, src: Path, uri: str) -> None:
+        import fsspec
+
+        fs = fsspec.filesystem("s3", endpoint_url=S3_ENV["FSSPEC_S3_ENDPOINT_URL"],
+                               key=S3_ENV["AWS_ACCESS_KEY_ID"],
+                               secret=S3_ENV["AWS_SECRET_ACCESS_KEY"])
+        bucket = uri.removeprefix("s3://").split("/")[0]
+        if not fs.exists(bucket):
+            fs.mkdir(bucket)
+        fs.put(str(src), uri)
+
+    def downloads(self, uri: str) -> int:
+        """How many times the object's bytes were sent (GET requests for it)."""
+        key = uri.removeprefix("s3:/")
+        return len(re.findall(rf"GET {re.escape(key)} HTTP", self.log.read_text()))
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3]:
+    server = Path(sys.executable).parent / "moto_server"
+    if not server.is_file():
+        unavailable(f"moto's S3 server is not installed ({server})")
+    log = tmp_path_factory.mktemp("s3") / "requests.log"
+    proc = subprocess.Popen([str(server), "-H", "127.0.0.1", "-p", str(S3_PORT)],
+                            stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while "Running on" not in log.read_text(errors="replace"):
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        yield S3(log)
+    finally:
+        _stop(proc)
+
+
+def test_a_library_in_object_storage_is_fetched_once_per_video(
+        cluster: str, s3: S3, new_pg: Callable[[], str], cache_dir: Path, tmp_path: Path,
+        different_clip: Path, truth: dict[str, Any]) -> None:
+    uris = ["s3://library/a-cat.mp4", "s3://library/b-stars.mp4",
+            "s3://library/c-cat-again.mp4"]
+    for src, uri in zip((SAMPLE, different_clip, SAMPLE), uris, strict=True):
+        s3.put(src, uri)
+    listing = tmp_path / "uris.txt"
+    listing.write_text("\n".join([*uris, "s3://library/gone.mp4"]) + "\n")
+    pg_url = new_pg()
+    run = subprocess.run(
+        [sys.executable, "-m", "reelscope", "batch", f"@{listing}", "--json"],
+        capture_output=True, timeout=600, env=_batch_env(cluster, pg_url, cache_dir))
+    assert run.returncode == 1, run.stderr.decode()  # one URI names nothing
+    summary = json.loads(run.stdout)
+    reports = {json.loads(r)["video"]["filename"]: json.loads(r)
+               for _, _, r in _stored(pg_url)}
+    # the cat twice is analyzed once, under the name of whichever path claimed it first
+    cat_name = ({"a-cat.mp4", "c-cat-again.mp4"} & set(reports)).pop()
+    assert sorted(reports) == sorted([cat_name, "b-stars.mp4"])
+    assert sorted(summary["done"]) == sorted(r["video"]["id"] for r in reports.values())
+    assert summary["skipped"] == [reports[cat_name]["video"]["id"]]
+    assert {e["text"] for e in reports[cat_name]["ocr"]} == {
+        c["text"] for c in truth["captions"]}
+    assert "rain" in reports["b-stars.mp4"]["transcript"]["text"]
+    [failed] = summary["failed"]
+    assert failed["path"] == "s3://library/gone.mp4"
+    assert failed["error"].startswith("s3://library/gone.mp4: cannot read it: ")
+    # each video's bytes crossed the network once: hashed and analyzed from one copy
+    assert [s3.downloads(uri) for uri in uris] == [1, 1, 1]
+
+
 def test_the_service_workers_run_on_the_cluster(
         cluster: str, new_pg: Callable[[], str], cache_dir: Path, tmp_path: Path,
         truth: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -212,8 +293,28 @@ def test_the_service_workers_run_on_the_cluster(
                                                           body["report"]["ocr"]}
         # analyzed by an actor's worker: the server runs none of its own
         assert re.search(r"\d analysis worker actor\(s\) on the Ray cluster", server.tail(400))
+        # ... and reports the actors' health and metrics as its own, each named
+        monitor = httpx.get(server.url + "/v1/monitor").json()
+        metrics = httpx.get(server.url + "/metrics").text
+        status = server.cli("monitor", "status", "--url", server.url)
     finally:
         server.stop()
+    assert monitor["workers"] == 2  # an actor of one CPU on each node, one worker each
+    tasks = {(t["worker"], t["task"]): t for t in monitor["tasks"]}
+    assert {task for _, task in tasks} == {"classify", "ocr_det", "ocr_rec"}
+    assert len({worker for worker, _ in tasks}) == 2
+    assert all(t["state"] == "healthy" for t in tasks.values()), tasks
+    # the upload's worker made the calls
+    [worker] = {worker for (worker, _), t in tasks.items() if t["requests"]}
+    assert status.returncode == 0, status.stderr
+    assert f"{worker} classify: healthy (serving: engine)" in status.stdout
+    families = {f.name: f for f in text_string_to_metric_families(metrics)}
+    stages = [s for s in families["reelscope_stage_duration_seconds"].samples
+              if s.name.endswith("_count") and s.labels["stage"] == "ocr"]
+    assert [(s.labels["worker"], s.value) for s in stages] == [(worker, 1.0)]
+    jobs = {s.labels["status"]: s.value for s in families["reelscope_jobs"].samples}
+    assert jobs["done"] == 1  # the database's counts, once (the server's)
+    assert len(families["reelscope_jobs"].samples) == len(jobs)
 
 
 def test_a_lost_node_s_videos_are_analyzed_on_the_other(

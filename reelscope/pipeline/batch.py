@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from reelscope.config import Settings
 from reelscope.digest import sha256_file
@@ -135,38 +135,29 @@ class LocalClaims:
             return self._owners.setdefault(sha256, path)
 
 
-def analyze_item(analyzer: StoredAnalyzer, path: str, claims: LocalClaims) -> ItemResult:
+class Claims(Protocol):
+    """Who analyzes each content of a run: :class:`LocalClaims`, or on Ray an actor that
+    holds them for every analysis actor."""
+
+    def claim(self, sha256: str, path: str) -> str: ...
+
+
+def analyze_item(analyzer: StoredAnalyzer, path: str, claims: Claims) -> ItemResult:
     """Analyze and store one path, unless its content is stored already or claimed by
     another path of the run; a bad file is a failed result with its reason, never an
-    exception."""
-    checked = check_item(analyzer, path)
-    if isinstance(checked, ItemResult):
-        return checked
-    owner = claims.claim(checked, path)
-    if owner != path:
-        return ItemResult(path, "duplicate", duplicate_of=owner)
-    return analyze_claimed(analyzer, path, checked)
-
-
-def check_item(analyzer: StoredAnalyzer, path: str) -> ItemResult | str:
-    """The file's content hash, or its result already: failed (a missing, empty or huge
-    file) or skipped (its content is stored)."""
+    exception. A URI is fetched once, for the hash and the analysis."""
     try:
         with _local(path, analyzer.limits) as file:
             check_file(file, analyzer.limits)
             sha = sha256_file(file)
-        stored = analyzer.stored_id(sha)
-    except Exception as exc:
-        return _failed(path, exc)
-    return sha if stored is None else ItemResult(path, "skipped", stored)
-
-
-def analyze_claimed(analyzer: StoredAnalyzer, path: str, sha256: str) -> ItemResult:
-    """Analyze and store a path whose content this run has given to it."""
-    try:
-        with _local(path, analyzer.limits) as file:
+            stored = analyzer.stored_id(sha)
+            if stored is not None:
+                return ItemResult(path, "skipped", stored)
+            owner = claims.claim(sha, path)
+            if owner != path:
+                return ItemResult(path, "duplicate", duplicate_of=owner)
             video_id, cached = analyzer.analyze_checked(
-                file, Checked(sha256, probe(file, analyzer.limits)), _name(path))
+                file, Checked(sha, probe(file, analyzer.limits)), _name(path))
     except Exception as exc:
         return _failed(path, exc)
     return ItemResult(path, "skipped" if cached else "done", video_id)

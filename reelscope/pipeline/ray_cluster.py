@@ -4,8 +4,9 @@ one runtime, for ``reelscope batch`` (:func:`run_ray`) and for the service's wor
 
 A batch actor analyzes ``batch_in_flight`` videos at once from their paths, so that
 decoded frames never enter Ray's object store; only paths go out and small results come
-back. Each path takes two calls: the actor hashes the file (and looks its content up in
-the database), the driver claims the content for that path, then an actor analyzes it.
+back. Each path is one call: the actor fetches the file once (a URI's copy stays on the
+actor's node), hashes it, looks its content up in the database, claims the content for
+that path from the run's claims actor (on the driver's node) and analyzes it.
 
 The driver hands each actor work as it has room. An actor lost with its process or its
 node (Ray raises ``RayActorError`` for its calls) is replaced by a new one when the
@@ -21,8 +22,8 @@ import dataclasses
 import logging
 import sys
 from collections import deque
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 from reelscope.config import Settings
 from reelscope.errors import ConfigError
@@ -30,9 +31,11 @@ from reelscope.pipeline.batch import (
     ItemResult,
     LocalClaims,
     StoredAnalyzer,
-    analyze_claimed,
-    check_item,
+    analyze_item,
 )
+
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
 
 log = logging.getLogger(__name__)
 
@@ -41,23 +44,36 @@ class _Analysis:
     """One runtime on the actor's device (Ray sets the GPU it holds as the only one
     visible), its models loaded when the actor starts."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, claims: Any) -> None:
         from reelscope.pipeline.runtime import Runtime
 
         self.runtime = Runtime(settings)
         self.runtime.load_all()
         self.analyzer = StoredAnalyzer(settings, self.runtime)
+        self.claims = _ClaimsClient(claims)
 
-    def check(self, path: str) -> ItemResult | str:
-        return check_item(self.analyzer, path)
+    def analyze(self, path: str) -> ItemResult:
+        return analyze_item(self.analyzer, path, self.claims)
 
-    def analyze(self, path: str, sha256: str) -> ItemResult:
-        return analyze_claimed(self.analyzer, path, sha256)
+
+class _ClaimsClient:
+    """The run's claims, held by one actor (a :class:`LocalClaims`) for every analysis
+    actor."""
+
+    def __init__(self, actor: Any) -> None:
+        self.actor = actor
+
+    def claim(self, sha256: str, path: str) -> str:
+        import ray
+
+        owner: str = ray.get(self.actor.claim.remote(sha256, path))
+        return owner
 
 
 class _ServiceWorker:
     """The service's analysis workers (``settings.workers`` threads over one runtime),
-    taking jobs from the database and uploads from the shared spool."""
+    taking jobs from the database and uploads from the shared spool; the server asks it
+    for its health and metrics."""
 
     def __init__(self, settings: Settings) -> None:
         from reelscope.service.metrics import Metrics
@@ -65,12 +81,23 @@ class _ServiceWorker:
         from reelscope.store.store import Store
 
         store = Store(settings.database_url)
-        self.pool = WorkerPool(settings, store, Metrics(store))
+        self.metrics = Metrics(store, shared=False)  # the server reports the database's
+        self.pool = WorkerPool(settings, store, self.metrics)
         self.pool.runtime.load_all()
+        self.metrics.watch(self.pool.runtime.monitor)
         self.pool.start(max(1, settings.workers))
 
     def name(self) -> str:
         return self.pool.name
+
+    def monitor(self) -> list[dict[str, Any]]:
+        return [{**task, "worker": self.pool.name}
+                for task in self.pool.runtime.monitor.snapshot()]
+
+    def metrics_families(self) -> list[Any]:
+        from reelscope.service.metrics import labelled
+
+        return labelled(self.metrics.families(), worker=self.pool.name)
 
     def stop(self) -> None:
         self.pool.stop()
@@ -79,7 +106,11 @@ class _ServiceWorker:
 class ServiceWorkers:
     """The service's workers as actors on the Ray cluster ``settings.ray``, one per GPU
     (or per ``ray_cpus_per_actor`` CPUs); the jobs stay in the database, so a lost
-    actor's job is run again by another once its lease ends."""
+    actor's job is run again by another once its lease ends. Their health and metrics
+    are gathered when the server is asked (a worker that does not answer within
+    ``ASK_S`` is left out, with a warning)."""
+
+    ASK_S = 10.0
 
     def __init__(self, settings: Settings) -> None:
         import ray
@@ -90,9 +121,35 @@ class ServiceWorkers:
         remote: Any = ray.remote
         self.actors = [remote(max_restarts=-1, **each)(_ServiceWorker).remote(shipped)
                        for _ in range(count)]
+        self.workers = count * max(1, settings.workers)
         names = ray.get([a.name.remote() for a in self.actors])
         log.info("%d analysis worker actor(s) on the Ray cluster (%s each; the cluster has "
                  "%s): %s", count, each, ray.cluster_resources(), ", ".join(names))
+
+    def _ask(self, method: str) -> list[Any]:
+        """Each live actor's answer to ``method``, in order."""
+        import ray
+
+        calls = [getattr(a, method).remote() for a in self.actors]
+        ready, late = ray.wait(calls, num_returns=len(calls), timeout=self.ASK_S)
+        answers = []
+        for call in ready:
+            try:
+                answers.append(ray.get(call))
+            except ray.exceptions.RayError as exc:
+                log.warning("an analysis worker actor cannot answer: %s",
+                            str(exc).splitlines()[0])
+        if late:
+            log.warning("%d analysis worker actor(s) did not answer within %.0f s",
+                        len(late), self.ASK_S)
+        return answers
+
+    def monitor(self) -> list[dict[str, Any]]:
+        return [task for tasks in self._ask("monitor") for task in tasks]
+
+    def collect(self) -> Iterator[Metric]:
+        for families in self._ask("metrics_families"):
+            yield from families
 
     def stop(self) -> None:
         import ray
@@ -211,17 +268,21 @@ def _run(paths: Sequence[str], settings: Settings,
          on_result: Callable[[ItemResult], None]) -> list[ItemResult]:
     import ray
     from ray.exceptions import RayActorError
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     started = _connect(settings.ray)
     try:
         count, each = _actor_options(settings)
         shipped = _shipped(settings, each)
         remote: Any = ray.remote  # its stubs do not know actors' options
+        # the claims live on the driver's node: they go only when the run does
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(),
+                                              soft=False)
+        claims = remote(num_cpus=0, scheduling_strategy=here)(LocalClaims).remote()
         actor_class = remote(max_concurrency=settings.batch_in_flight, **each)(_Analysis)
-        actors = _Actors(lambda: actor_class.remote(shipped), count, each,
+        actors = _Actors(lambda: actor_class.remote(shipped, claims), count, each,
                          settings.batch_in_flight)
-        claims = LocalClaims()
-        pending: deque[tuple[str, str]] = deque((p, "") for p in paths)  # (path, its sha)
+        pending: deque[str] = deque(paths)
         attempts: dict[str, int] = {}
         running: dict[Any, tuple[str, int, Any]] = {}  # call -> (path, slot, its actor)
         results: list[ItemResult] = []
@@ -233,33 +294,25 @@ def _run(paths: Sequence[str], settings: Settings,
         while pending or running:
             actors.refill()
             while pending and (slot := actors.free_slot()) is not None:
-                (path, sha), actor = pending.popleft(), actors.slots[slot]
-                call = actor.analyze.remote(path, sha) if sha else actor.check.remote(path)
-                running[call] = (path, slot, actor)
+                path, actor = pending.popleft(), actors.slots[slot]
+                running[actor.analyze.remote(path)] = (path, slot, actor)
                 actors.load[slot] += 1
             ready, _ = ray.wait(list(running), num_returns=1, timeout=5.0)
             for ref in ready:
                 path, slot, actor = running.pop(ref)
                 actors.load[slot] -= 1
                 try:
-                    answer: ItemResult | str = ray.get(ref)
+                    finish(ray.get(ref))
                 except RayActorError as exc:
                     reason = str(exc).splitlines()[0]
                     log.warning("an analysis actor was lost (%s)", reason)
                     actors.lost(slot, actor)
                     attempts[path] = attempts.get(path, 0) + 1
                     if attempts[path] <= settings.ray_max_retries:
-                        pending.appendleft((path, ""))
+                        pending.appendleft(path)
                     else:
                         finish(ItemResult(path, "failed", error=(
                             f"its analysis actor was lost {attempts[path]} times: {reason}")))
-                    continue
-                if isinstance(answer, ItemResult):
-                    finish(answer)
-                elif (owner := claims.claim(answer, path)) != path:
-                    finish(ItemResult(path, "duplicate", duplicate_of=owner))
-                else:  # hashed and claimed: analyzed next
-                    pending.appendleft((path, answer))
         return results
     finally:
         if started:
