@@ -101,7 +101,7 @@ def serve(ctx: click.Context, host: str, port: int, **overrides: Any) -> None:
 
     cluster = ServiceWorkers(settings)  # the workers run there, none here
     try:
-        app = create_app(settings, workers=0)
+        app = create_app(settings, workers=0, remote=cluster)
         click.echo(f"reelscope serving on http://{host}:{port} (docs at /docs), its "
                    f"workers on the Ray cluster {settings.ray}", err=True)
         uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
@@ -168,7 +168,8 @@ def monitor_status(url: str, as_json: bool) -> None:
             drift = f"PSI {t['drift_psi']:.2f} KS {t['drift_ks']:.2f}"
         p95 = "-" if t["latency_p95_s"] is None else f"{t['latency_p95_s'] * 1000:.0f} ms"
         click.echo(
-            f"{t['task']}: {t['state']} (serving: {t['path']}), incidents {t['incidents']}, "
+            (f"{t['worker']} " if "worker" in t else "")
+            + f"{t['task']}: {t['state']} (serving: {t['path']}), incidents {t['incidents']}, "
             f"calls {t['requests']}, errors {t['errors'] + t['invalid_outputs']}, "
             f"drift {drift}, p95 {p95}"
             + (f"; {t['reason']}" if t["reason"] else "")

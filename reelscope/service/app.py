@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.core import Metric
 from starlette.concurrency import run_in_threadpool
 
 from reelscope.config import Settings
@@ -32,7 +33,7 @@ from reelscope.pipeline.analyzer import Analyzer
 from reelscope.pipeline.runtime import Runtime
 from reelscope.report import Report
 from reelscope.service import errors
-from reelscope.service.metrics import Metrics
+from reelscope.service.metrics import Merged, Metrics
 from reelscope.service.uploads import Upload, receive
 from reelscope.service.webhooks import Deliverer
 from reelscope.service.worker import WorkerPool, checked_file, spool_file
@@ -46,6 +47,21 @@ from reelscope.video.media import Checked, Limits, MediaInfo, probe
 WEB = Path(__file__).parent / "web"
 
 
+class RemoteWorkers(Protocol):
+    """Analysis workers in other processes (say, Ray actors) whose health and metrics
+    the server reports as its own."""
+
+    workers: int
+
+    def monitor(self) -> list[dict[str, Any]]:
+        """Each worker's tasks (:meth:`Monitor.snapshot`), each naming its ``worker``."""
+        ...
+
+    def collect(self) -> Iterator[Metric]:
+        """Their metrics, each sample labelled with its ``worker``."""
+        ...
+
+
 @dataclass
 class Service:
     settings: Settings
@@ -55,6 +71,7 @@ class Service:
     thumbs: Thumbnails
     metrics: Metrics
     pool: WorkerPool | None = None
+    remote: RemoteWorkers | None = None
     runtime: Runtime | None = None
     deliverer: Deliverer | None = None
 
@@ -63,12 +80,15 @@ class Service:
         return Limits.of(self.settings)
 
 
-def create_app(settings: Settings, *, workers: int | None = None) -> FastAPI:
+def create_app(settings: Settings, *, workers: int | None = None,
+               remote: RemoteWorkers | None = None) -> FastAPI:
     """The app; ``workers`` analysis threads (default ``settings.workers``) and the webhook
-    deliverer run while it serves."""
+    deliverer run while it serves. ``remote``: workers running elsewhere, whose health and
+    metrics the app serves."""
     store = Store(settings.database_url)
     service = Service(
-        settings, store, ApiKeys(store), JobQueue(store), Thumbnails(store), Metrics(store)
+        settings, store, ApiKeys(store), JobQueue(store), Thumbnails(store), Metrics(store),
+        remote=remote,
     )
     count = settings.workers if workers is None else workers
 
@@ -144,14 +164,19 @@ def _routes(app: FastAPI, svc: Service) -> None:
 
     @app.get("/v1/monitor", tags=["service"])
     def monitor() -> dict[str, Any]:
-        """Per-task health of this server's workers: path, incidents, drift, latency."""
+        """Per-task health of this server's workers (or of each remote worker, named):
+        path, incidents, drift, latency."""
+        if svc.remote is not None:
+            return {"workers": svc.remote.workers, "tasks": svc.remote.monitor()}
         if svc.pool is None:
             return {"workers": 0, "tasks": []}
         return {"workers": svc.settings.workers, "tasks": svc.pool.runtime.monitor.snapshot()}
 
     @app.get("/metrics", tags=["service"])
     def metrics() -> Response:
-        return Response(generate_latest(svc.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        own = svc.metrics.registry
+        source = own if svc.remote is None else Merged(own, svc.remote)
+        return Response(generate_latest(source), media_type=CONTENT_TYPE_LATEST)
 
     @app.post("/v1/videos", status_code=202, tags=["videos"])
     async def upload_video(request: Request, key: Caller) -> JSONResponse:

@@ -9,8 +9,8 @@ from NVML when a GPU and its driver are present.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -30,7 +30,11 @@ CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1
 
 
 class Metrics:
-    def __init__(self, store: Store) -> None:
+    """``shared``: also the database's counts (queue, jobs, webhook events), which every
+    process sharing it sees alike; a worker whose metrics a server gathers leaves them
+    to the server."""
+
+    def __init__(self, store: Store, *, shared: bool = True) -> None:
         self.registry = CollectorRegistry()
         self.requests = Histogram(
             "reelscope_http_request_duration_seconds",
@@ -59,7 +63,8 @@ class Metrics:
             ("status",),
             registry=self.registry,
         )
-        self.registry.register(_DatabaseCollector(store))
+        if shared:
+            self.registry.register(_DatabaseCollector(store))
         gpu = _GpuCollector.open()
         if gpu is not None:
             self.registry.register(gpu)
@@ -67,6 +72,10 @@ class Metrics:
     def watch(self, monitor: Monitor) -> None:
         """Export the engines' health (fallback, drift, latency) of this process."""
         self.registry.register(MonitorCollector(monitor))
+
+    def families(self) -> list[Metric]:
+        """Everything this registry holds now."""
+        return list(self.registry.collect())
 
     def observe_report(self, report: Report) -> None:
         for stage, seconds in report.timings_s.items():
@@ -144,3 +153,34 @@ class _GpuCollector(Collector):
             used.add_metric([str(i)], memory.used)
             total.add_metric([str(i)], memory.total)
         yield from (util, used, total)
+
+
+def labelled(families: Iterable[Metric], **labels: str) -> list[Metric]:
+    """The same metrics with ``labels`` added to every sample."""
+    out = []
+    for family in families:
+        copy = Metric(family.name, family.documentation, family.type, family.unit)
+        copy.samples = [s._replace(labels={**s.labels, **labels}) for s in family.samples]
+        out.append(copy)
+    return out
+
+
+class Merged:
+    """Several collectors' metrics as one family per name (a family that two of them
+    export once, its samples apart by their labels), for ``generate_latest``."""
+
+    def __init__(self, *sources: _Source) -> None:
+        self.sources = sources
+
+    def collect(self) -> Iterator[Metric]:
+        by_name: dict[str, Metric] = {}
+        for source in self.sources:
+            for family in source.collect():
+                into = by_name.setdefault(family.name, Metric(
+                    family.name, family.documentation, family.type, family.unit))
+                into.samples.extend(family.samples)
+        yield from by_name.values()
+
+
+class _Source(Protocol):
+    def collect(self) -> Iterable[Metric]: ...
