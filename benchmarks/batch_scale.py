@@ -6,7 +6,9 @@ library of distinct copies of one clip, each configuration on a fresh database.
 
 Each configuration is a new ``reelscope batch DIR --json`` process with its settings as
 ``REELSCOPE_*`` variables. Its wall time includes starting Ray and loading the models
-once per worker, so the time to the first report is recorded too (from the database).
+once per worker, so each report's time is recorded too (from the database): the time to
+the first, the rate after it, and the rate between the tenth and the ninetieth
+percentile of the reports (every worker busy: no start, no drain).
 Default configurations: on this machine with 1 and 2 videos in flight, and on a Ray
 instance started for the run with 1 and 2 actors (splitting the cores between them);
 ``--gpus``: a Ray instance with one actor per GPU, using 1 and then every GPU.
@@ -50,26 +52,45 @@ def cpu_configs() -> dict[str, dict[str, str]]:
 
 
 def gpu_configs(in_flight: int) -> dict[str, dict[str, str]]:
+    """One GPU actor, then one per GPU; and one per GPU that leaves a core of its share
+    to Ray's own processes and the driver."""
     import torch
 
     count = torch.cuda.device_count()
-    return {f"ray local, {n} GPU actor(s)": {
+    configs = {f"ray local, {n} GPU actor(s)": {
         "RAY": "local", "RAY_ACTORS": str(n), "RAY_GPUS_PER_ACTOR": "1",
         "BATCH_IN_FLIGHT": str(in_flight), "DEVICE": "cuda"} for n in (1, count)}
+    if count > 1:
+        threads = max(1, (os.cpu_count() or 1) // count - 1)
+        configs[f"ray local, {count} GPU actors of {threads} threads"] = {
+            **configs[f"ray local, {count} GPU actor(s)"], "THREADS": str(threads)}
+    return configs
 
 
-def first_report_s(url: str, start: float) -> float | None:
-    """Seconds from the run's start to its first stored report (the rows' times)."""
+def report_times(url: str, start: float) -> list[float]:
+    """Seconds from the run's start to each stored report (the rows' times), in order."""
     engine = sa.create_engine(url)
     with engine.connect() as conn:
-        first = conn.execute(sa.text("SELECT MIN(created_at) FROM videos")).scalar()
+        rows = conn.execute(sa.text("SELECT created_at FROM videos")).scalars().all()
     engine.dispose()
-    if first is None:
+    out = []
+    for when in rows:
+        when = when if isinstance(when, datetime) else datetime.fromisoformat(str(when))
+        if when.tzinfo is None:  # SQLite keeps the UTC time without its zone
+            when = when.replace(tzinfo=UTC)
+        out.append(round(when.timestamp() - start, 3))
+    return sorted(out)
+
+
+def middle_rate(times: list[float]) -> float | None:
+    """Reports per second between the tenth and the ninetieth percentile of the reports'
+    times: the rate while every worker is busy, without the start (Ray, model loading,
+    the first videos finishing together) and the drain (workers running out of videos
+    at different times)."""
+    if len(times) < 10:
         return None
-    when = first if isinstance(first, datetime) else datetime.fromisoformat(str(first))
-    if when.tzinfo is None:  # SQLite keeps the UTC time without its zone
-        when = when.replace(tzinfo=UTC)
-    return round(when.timestamp() - start, 2)
+    first, last = len(times) // 10, len(times) - 1 - len(times) // 10
+    return round((last - first) / max(1e-6, times[last] - times[first]), 3)
 
 
 def run_one(name: str, env_settings: dict[str, str], library: Path, work: Path,
@@ -90,9 +111,11 @@ def run_one(name: str, env_settings: dict[str, str], library: Path, work: Path,
         out["error"] = proc.stderr[-2000:]
         return out
     clips = len(summary["done"])
+    times = report_times(f"sqlite:///{db}", start)
     out.update(done=clips, failed=summary["failed"],
                clips_per_s=round(clips / wall, 3),
-               first_report_s=first_report_s(f"sqlite:///{db}", start))
+               first_report_s=times[0] if times else None,
+               clips_per_s_middle=middle_rate(times), report_times_s=times)
     if out["first_report_s"] is not None and clips > 1:
         # the steady rate: reports after the first, over the time after it
         out["clips_per_s_after_first"] = round(
