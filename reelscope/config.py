@@ -22,6 +22,7 @@ APP_NAME = "reelscope"
 
 OcrModel = Literal["small", "tiny"]
 EngineBackend = Literal["auto", "onnxruntime", "torch"]
+VideoDecoder = Literal["auto", "cpu"]
 GpuPrecision = Literal["fp16", "bf16", "fp32"]
 
 
@@ -98,6 +99,10 @@ class Settings:
         0, "device", "a video is cut at keyframes into up to this many parts decoded at once; "
         "0 = one per core up to 8 when it is the only video being analyzed, else 1",
         at_least=0)
+    video_decoder: VideoDecoder = _setting(
+        "auto", "device", "auto: on a GPU, videos it can decode (8-bit SDR H.264, HEVC, VP9, "
+        "AV1) are decoded by its video engines (NVDEC, through PyNvVideoCodec when "
+        "installed), the others and any that fails there on the CPU; cpu: always on the CPU")
     max_batch: int = _setting(
         64, "device", "most items (frames, text lines) per model call, merged across the "
         "videos in flight", above=0)

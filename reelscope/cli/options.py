@@ -20,6 +20,7 @@ ANALYSIS_FIELDS = (
     "max_file_mb",
     "threads",
     "decode_segments",
+    "video_decoder",
     "ocr_model",
     "classifier_engine",
     "ocr_det_max_side",

@@ -61,7 +61,7 @@ from reelscope.tasks.ocr import (
 )
 from reelscope.video.decode import Frame, decode_audio
 from reelscope.video.media import Checked, Limits, MediaInfo, check_file, probe
-from reelscope.video.segments import decode_frames
+from reelscope.video.nvdec import Decoding
 
 ProgressFn = Callable[[str], None]
 T = TypeVar("T")
@@ -169,8 +169,9 @@ class Analyzer:
                 consumers.append(copies.add)
             if on_frame is not None:
                 consumers.append(on_frame)
+            decoding = self._decoding(info, parallel)
             try:
-                last_s = self._decode_frames(info, timings, parallel, consumers)
+                last_s = self._decode_frames(decoding, timings, consumers)
             finally:
                 text_lane.close()
                 hash_lane.close()
@@ -222,6 +223,7 @@ class Analyzer:
             similar=similar,
             timings_s=timings,
             engines={
+                "decode": decoding.use(),
                 "classify": self.runtime.classifier.engine_use(classified),
                 "ocr": ocr_engine,
                 "asr": self.runtime.speech.engine,
@@ -249,7 +251,7 @@ class Analyzer:
         hasher = FrameHasher()
         copies = Describer(self.runtime.classifier, step, flipped=True)
         with _IN_FLIGHT.entered() as in_flight:
-            self._decode_frames(info, timings, self._parallelism(in_flight),
+            self._decode_frames(self._decoding(info, self._parallelism(in_flight)), timings,
                                 [hasher.add, copies.add])
         with self._timed("fingerprint", timings):
             hashes, quality = hasher.result()
@@ -280,15 +282,20 @@ class Analyzer:
         _ = self.runtime.sentiment_ready
         return transcript, items, item_s, heard
 
-    def _decode_frames(self, info: MediaInfo, timings: dict[str, float],
-                       parallel: _Parallelism,
+    def _decoding(self, info: MediaInfo, parallel: _Parallelism) -> Decoding:
+        """The video's sampled frames, decoded on the GPU's video engines where they can
+        (``video_decoder`` auto, on a GPU), else on the CPU."""
+        return Decoding(info, self.settings.sample_fps, self.runtime.device,
+                        gpu=self.settings.video_decoder == "auto",
+                        segments=parallel.decode_segments, threads=parallel.decode_threads)
+
+    def _decode_frames(self, decoding: Decoding, timings: dict[str, float],
                        consumers: Sequence[Callable[[Frame], None]]) -> float:
         """Hand each sampled frame to ``consumers`` as it is decoded (in any order when
         the video is decoded in segments); the last frame's time."""
         last_s = 0.0
         with self._timed("decode", timings):
-            for frame in decode_frames(info, self.settings.sample_fps,
-                                       parallel.decode_segments, parallel.decode_threads):
+            for frame in decoding:
                 last_s = max(last_s, frame.time_s)
                 for consume in consumers:
                     consume(frame)

@@ -44,6 +44,7 @@ class Pictures:
         self.size = shown  # (width, height) of the frames handed over
         # the same size in the stream's own orientation (a transpose is its own inverse)
         self._width, self._height = info.orientation.shown(*shown)
+        self.stored_size = self._width, self._height  # (width, height) before turning
         self._matrix = Colorspace.BT2020 if info.bt2020 else None
 
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
