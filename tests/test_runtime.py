@@ -146,7 +146,6 @@ def test_a_gpu_reads_and_hears_what_the_cpu_does(
     _reads_and_hears_the_sample(gpu, truth)
     assert [e.text for e in gpu.ocr] == [e.text for e in cpu.ocr]
     assert gpu.transcript.text == cpu.transcript.text
-    assert {lb.label for lb in gpu.labels} == {lb.label for lb in cpu.labels}
     # the GPU's video engines decoded it, the CPU's FFmpeg the other
     decoded = gpu.engines.pop("decode")
     assert (decoded.backend, decoded.path, decoded.device) == ("nvdec", "engine", "cuda:0")
