@@ -3,10 +3,10 @@
 Only the sampled frames are asked for: the decoder seeks to the keyframe before each
 and decodes from there on the GPU's own video engine, so the CPU only reads packets.
 Each frame is converted to RGB by the decoder, scaled on the GPU to the size the models
-take (:class:`reelscope.video.decode.Pictures`'), and only that small frame is copied to
-the host. Which frames are kept, and their times, come from the same packet index the
-CPU path uses (:func:`reelscope.video.decode.index_video`), so both keep the same
-frames.
+take (as :class:`reelscope.video.decode.Pictures` does on the CPU), and only that small
+frame is copied to the host. Which frames are kept, and their times, come from the same
+packet index the CPU path uses (:func:`reelscope.video.decode.index_video`), so both keep
+the same frames.
 
 A video is decoded here when it can be: 8-bit 4:2:0 SDR H.264, HEVC, VP9 or AV1 in
 limited range, on a CUDA device, with PyNvVideoCodec installed. :func:`unsupported`
@@ -50,13 +50,13 @@ def unsupported(info: MediaInfo, device: str) -> str:
     """Why this video is not decoded on ``device``'s video engines ("" when it is)."""
     if not device.startswith("cuda"):
         return "not on a GPU"
-    if not version():
-        return "PyNvVideoCodec is not installed"
     if info.video_codec not in CODECS:
         return f"{info.video_codec} is not decoded by NVDEC here"
     if info.pixel_format not in PIXEL_FORMATS or info.transfer or info.bt2020:
-        return f"{info.pixel_format or 'its pixel format'} (10-bit, HDR or 4:4:4) is " \
-               "converted on the CPU"
+        return (f"{info.pixel_format or 'its pixel format'} (not 8-bit 4:2:0 SDR in limited "
+                "range) is converted on the CPU")
+    if not version():
+        return "PyNvVideoCodec is not installed"
     return ""
 
 
