@@ -165,8 +165,8 @@ def test_a_gpu_reads_and_hears_what_the_cpu_does(
 def test_a_video_whose_gpu_decoding_fails_is_finished_on_the_cpu(
         tmp_path: Path, cache_dir: Path, truth: dict[str, Any],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """NVDEC gives the first frames, then fails: the CPU decodes the rest, no frame is
-    lost or read twice, and the report says the CPU's decoder took over."""
+    """NVDEC gives the first frames, then fails: the CPU decodes the rest, every caption
+    is read (no frame lost), and the report says the CPU's decoder took over."""
     import PyNvVideoCodec as nvc
 
     real = nvc.SimpleDecoder.get_batch_frames_by_index
