@@ -119,7 +119,8 @@ def _label(rating: float) -> str:
 
 
 def english(cache: Path) -> tuple[dict[str, list[str]], dict[str, list[int]]]:
-    """The English texts by class, and each human-rated text's 20 ratings (-4..4)."""
+    """The English texts by class, and each human-rated text's ratings (-4..4, one per
+    rater: 20 or more)."""
     out: dict[str, list[str]] = {"positive": [], "negative": [], "neutral": []}
     ratings: dict[str, list[int]] = {}
     sdist = _fetch(cache, "vaderSentiment-*.tar.gz", VADER, "--no-binary", ":all:")
@@ -162,9 +163,9 @@ def english(cache: Path) -> tuple[dict[str, list[str]], dict[str, list[int]]]:
 def readers(test: list[tuple[str, str, int]], pred: list[int],
             ratings: dict[str, list[int]]) -> dict[str, Any]:
     """How far the human raters of the English held-out texts agree among themselves:
-    each rater's sign (negative, zero, positive) against the label the other 19 ratings'
-    mean gives (the same +-0.5 band): what one reader scores on this set. And the head on
-    the texts whose readers mostly agree (the share of the 20 whose sign is the label)."""
+    each rater's sign (negative, zero, positive) against the label the other raters' mean
+    gives (the same +-0.5 band): what one reader scores on this set. And the head on the
+    texts whose readers mostly agree (the share of raters whose sign is the label)."""
     hits = total = 0
     by_agreement: dict[str, list[int]] = {f"{a:.1f}": [0, 0] for a in (0.0, 0.6, 0.7, 0.8)}
     for (lang, text, gold), ours in zip(test, pred, strict=True):
