@@ -8,14 +8,16 @@ Each ``--src`` runs in a process of its own (``PYTHONPATH=SRC``): it checks what
 runtime reads and hears on the sample and the clip, loads the models (building engines
 on the first run of a machine, loading them after), times ``--latency-runs`` analyses of
 the clip one at a time (every time kept) and ``--clips`` distinct copies of it with
-``--in-flight`` at once (GPU utilization and the machine's CPU use sampled meanwhile),
-and, with ``--cpu-baseline``, the same code on the CPU. Checkouts before the one runtime
+``--in-flight`` at once (GPU utilization and the machine's CPU use sampled meanwhile;
+with ``--profile``, where the process's CPU goes, by ``threadprof.py``), and, with
+``--cpu-baseline``, the same code on the CPU. Checkouts before the one runtime
 (``reelscope.pipeline.models``) are driven through their own API.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -34,6 +36,7 @@ if "reelscope" not in sys.modules and not os.environ.get("PYTHONPATH"):
     sys.path.insert(1, str(ROOT))  # this checkout, unless PYTHONPATH names one
 
 from machine import stamp  # noqa: E402
+from threadprof import ThreadProfile  # noqa: E402
 
 from reelscope.config import Settings  # noqa: E402
 from reelscope.pipeline.analyzer import Analyzer  # noqa: E402
@@ -179,7 +182,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     if args.clips:
         copies = remux_copies(args.clip, args.clips, work)
         device_index = int(args.device.split(":")[1]) if ":" in args.device else 0
-        with GpuSampler(device_index) as sampler, \
+        profile = ThreadProfile() if args.profile else contextlib.nullcontext()
+        with GpuSampler(device_index) as sampler, profile, \
                 ThreadPoolExecutor(args.in_flight) as pool:
             t = time.perf_counter()
             errors = sum(1 for r in pool.map(lambda p: _safe(analyzer, p), copies) if r)
@@ -187,6 +191,8 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         out["throughput"] = {"clips": len(copies), "in_flight": args.in_flight,
                              "clips_per_s": round(len(copies) / wall, 3), "errors": errors,
                              **sampler.result(), "batchers": batcher_stats(runtime)}
+        if isinstance(profile, ThreadProfile):
+            out["throughput"]["profile"] = profile.result()
     if torch.cuda.is_available():
         out["gpu"] = torch.cuda.get_device_name(0)
     runtime.close()
@@ -213,7 +219,7 @@ def run(args: argparse.Namespace) -> None:
                    "--device", device, "--src-label", str(src),
                    "--latency-runs", str(args.latency_runs),
                    "--clips", str(args.clips if device != "cpu" else 0),
-                   "--in-flight", str(args.in_flight)]
+                   "--in-flight", str(args.in_flight)] + (["--profile"] if args.profile else [])
             path = os.pathsep.join([str(Path(src).resolve()), os.environ.get("PYTHONPATH", "")])
             env = {**os.environ, "PYTHONPATH": path}
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -237,6 +243,9 @@ def main() -> None:
         p.add_argument("--latency-runs", type=int, default=10)
         p.add_argument("--clips", type=int, default=24)
         p.add_argument("--in-flight", type=int, default=8)
+        p.add_argument("--profile", action="store_true",
+                       help="where the CPU goes during the throughput run (threadprof.py); "
+                            "its clips/s are then not a timed figure")
     r = sub.choices["run"]
     r.add_argument("--src", type=Path, action="append", default=None,
                    help="a checkout to measure (repeat; default: this one)")
