@@ -80,38 +80,6 @@ def quiet_cpu_pools() -> None:
     torch.set_num_threads(1)
 
 
-CU_CTX_SCHED_BLOCKING_SYNC = 0x04
-
-
-def sleep_while_waiting(device: str) -> bool:
-    """Make this process's threads sleep while they wait for ``device`` (a copy to the
-    host, a stream's end) instead of spinning. CUDA's default spins whenever the process
-    has fewer contexts than the machine has cores: every thread that waits for the GPU
-    then holds a core at 100%, and on a GPU machine the cores are what runs out first
-    (BENCHMARKS.md). Set on the device's primary context, which torch and the video
-    decoder share, before it is created; whether it took is returned (False without a
-    driver or on an error, which changes nothing else)."""
-    import ctypes
-
-    if not device.startswith("cuda"):
-        return False
-    try:
-        cuda = ctypes.CDLL("libcuda.so.1")
-    except OSError:
-        return False
-    index = int(device.split(":")[1]) if ":" in device else 0
-    dev, flags, active = ctypes.c_int(), ctypes.c_uint(), ctypes.c_int()
-    set_flags = getattr(cuda, "cuDevicePrimaryCtxSetFlags_v2", None) or \
-        cuda.cuDevicePrimaryCtxSetFlags
-    if cuda.cuInit(0) != 0 or cuda.cuDeviceGet(ctypes.byref(dev), index) != 0:
-        return False
-    if set_flags(dev, ctypes.c_uint(CU_CTX_SCHED_BLOCKING_SYNC)) != 0:
-        return False
-    if cuda.cuDevicePrimaryCtxGetState(dev, ctypes.byref(flags), ctypes.byref(active)) != 0:
-        return False
-    return bool(flags.value & CU_CTX_SCHED_BLOCKING_SYNC)
-
-
 def set_memory_budget(device: str, fraction: float) -> None:
     """Cap this process's share of the GPU's memory; going over raises an out-of-memory
     error, which the batchers answer by splitting the batch."""

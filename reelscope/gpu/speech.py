@@ -27,9 +27,8 @@ def _load(model_dir: str, device: str, precision: str) -> None:
     from reelscope.tasks.asr import SpeechRecognizer
 
     if device.startswith("cuda"):
-        from reelscope.gpu.device import quiet_cpu_pools, sleep_while_waiting
+        from reelscope.gpu.device import quiet_cpu_pools
 
-        sleep_while_waiting(device)
         torch.cuda.set_device(torch.device(device))
         quiet_cpu_pools()
     _recognizer = SpeechRecognizer(Path(model_dir), device, precision)

@@ -41,13 +41,7 @@ from reelscope.engine.options import (
 )
 from reelscope.engine.source import ModelSource
 from reelscope.errors import ConfigError, EngineError, UnsupportedBuildError
-from reelscope.gpu.device import (
-    quiet_cpu_pools,
-    resolve,
-    set_memory_budget,
-    sleep_while_waiting,
-    stream_context,
-)
+from reelscope.gpu.device import quiet_cpu_pools, resolve, set_memory_budget, stream_context
 from reelscope.models import model
 from reelscope.monitor.guard import GuardedRunner
 from reelscope.monitor.health import Alerter, Monitor
@@ -171,9 +165,6 @@ class Runtime:
         if self.policy.cuda:
             import torch
 
-            if not sleep_while_waiting(self.device):
-                log.warning("%s: threads waiting for the GPU will spin (the driver did not "
-                            "take the blocking-sync flag)", self.device)
             torch.cuda.set_device(torch.device(self.device))
             # fp32 is fp32: no TF32 convolutions (the eager modules and the references)
             torch.backends.cudnn.allow_tf32 = False
