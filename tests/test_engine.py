@@ -410,3 +410,38 @@ def test_ocr_reads_through_engines(cache_dir: Path) -> None:
         cv2.putText(frame, "Hello engines", (100, 360), cv2.FONT_HERSHEY_SIMPLEX, 3, (0, 0, 0),
                     6)
         assert [line.text for line in reader.read(frame)] == ["Hello engines"]
+
+
+@pytest.mark.parametrize("kind, traced, other", [
+    ("det", (2, 3, 544, 960), (3, 3, 960, 544)),
+    ("rec", (4, 3, 48, 320), (7, 3, 48, 1280)),
+])
+def test_converted_ocr_models_export_and_agree_with_onnx_runtime(
+        kind: str, traced: tuple[int, ...], other: tuple[int, ...]) -> None:
+    """PP-OCRv6's detector and recognizer, converted from ONNX, keep their shape arithmetic
+    as Python values: torch.export traces them with dynamic batch and picture sizes (it
+    could not before: their Resize and Reshape read sizes back from tensors), and the
+    exported program, run at another batch and size than it was traced at, gives what ONNX
+    Runtime gives on the original model."""
+    import onnxruntime as ort
+    import torch
+
+    from reelscope.engine.source import ModelSource
+    from reelscope.models import model
+
+    path = model(f"ocr_{kind}_small").verify()[0]
+    net = ModelSource.resolve(path).torch_module()
+    step = 32 if kind == "det" else 64
+    sizes = {0: torch.export.Dim("batch", min=1, max=64),
+             3: torch.export.Dim("width", min=1, max=64) * step}
+    if kind == "det":
+        sizes[2] = torch.export.Dim("height", min=1, max=30) * step
+    x = torch.randn(*traced)
+    program = torch.export.export(net, (x,), dynamic_shapes=(sizes,))
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    picture = np.random.default_rng(0).uniform(-1, 1, other).astype(np.float32)
+    want = session.run(None, {session.get_inputs()[0].name: picture})[0]
+    with torch.no_grad():
+        got = program.module()(torch.from_numpy(picture)).numpy()
+    assert got.shape == want.shape
+    assert float(np.abs(got - want).max()) < 1e-4

@@ -40,7 +40,12 @@ from reelscope.engine.options import (
     Profile,
 )
 from reelscope.engine.source import ModelSource
-from reelscope.errors import ConfigError, EngineError, UnsupportedBuildError
+from reelscope.errors import (
+    AccuracyGateError,
+    ConfigError,
+    EngineError,
+    UnsupportedBuildError,
+)
 from reelscope.gpu.device import quiet_cpu_pools, resolve, set_memory_budget, stream_context
 from reelscope.models import model
 from reelscope.monitor.guard import GuardedRunner
@@ -240,16 +245,20 @@ class Runtime:
         size = self.settings.ocr_model
         side = -(-self.settings.ocr_det_max_side // 32) * 32
         portrait = (side * 9 // 16 + 16) // 32 * 32  # a 16:9 frame, as the detector sees it
+        # rapidocr scales a picture to multiples of 32 for the detector; the recognizer's
+        # lines are padded to multiples of REC_WIDTH_BUCKET (tasks.ocr)
         det = self._serve(
             f"ocr-det-{size}-{side}", model(f"ocr_det_{size}").verify()[0],
-            Profile("x", (1, 3, 32, 32), (1, 3, portrait, side), (DET_MAX_BATCH, 3, side, side)),
+            Profile("x", (1, 3, 32, 32), (1, 3, portrait, side), (DET_MAX_BATCH, 3, side, side),
+                    (1, 1, 32, 32)),
             "ocr_det", (), holdout=4, shadow_every=SHADOW_EVERY_DET,
             max_batch=self.policy.det_max_batch)
         rec = self._serve(
             f"ocr-rec-{size}", model(f"ocr_rec_{size}").verify()[0],
             Profile("x", (1, 3, 48, REC_WIDTH_BUCKET), (6, 3, 48, 320),
-                    (64, 3, 48, 4096)),
-            "ocr_rec", (), holdout=16, shadow_every=SHADOW_EVERY_REC)
+                    (64, 3, 48, 4096), (1, 1, 1, REC_WIDTH_BUCKET)),
+            "ocr_rec", (), holdout=16, shadow_every=SHADOW_EVERY_REC,
+            cuda_graphs=False)  # a new graph for every batch and line width
         return det, rec
 
     @contextmanager
@@ -342,7 +351,7 @@ class Runtime:
             try:
                 engine = self._build(path, source, profile, normalization, holdout,
                                      cuda_graphs)
-            except UnsupportedBuildError as exc:
+            except (UnsupportedBuildError, AccuracyGateError) as exc:
                 if self.policy.backend != "torch":
                     raise
                 failed.parent.mkdir(parents=True, exist_ok=True)

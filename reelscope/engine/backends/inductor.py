@@ -120,10 +120,9 @@ class TorchBuilder(Builder):
         examples, dynamic = [], []
         for name in names:
             p = next(p for p in job.profiles if p.name == name)
-            x = torch.randn(*p.opt, device=device, dtype=dtype)
+            x = torch.randn(*_trace_shape(p), device=device, dtype=dtype)
             examples.append(x.contiguous(memory_format=_layout(device, x.ndim)))
-            dynamic.append({a: torch.export.Dim(f"{name}_{a}", min=p.min[a], max=p.max[a])
-                            for a in p.dynamic_axes} or None)
+            dynamic.append({a: _dim(f"{name}_{a}", p, a) for a in p.dynamic_axes} or None)
         if device.startswith("cuda"):
             net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         job.progress("torch.export")
@@ -167,6 +166,22 @@ class TorchBuilder(Builder):
                            output_names=manifest.outputs)
 
 
+def _trace_shape(profile: Profile) -> tuple[int, ...]:
+    """The profile's opt shape, with 2 or more on its dynamic axes: PyTorch specializes
+    a size of 1."""
+    return tuple(max(d, min(2, profile.max[a])) if a in profile.dynamic_axes else d
+                 for a, d in enumerate(profile.opt))
+
+
+def _dim(name: str, profile: Profile, axis: int) -> Any:
+    """torch.export's dimension for a profile's dynamic axis (a multiple where it says)."""
+    m = profile.multiple[axis] if profile.multiple else 1
+    if m == 1:
+        return torch.export.Dim(name, min=profile.min[axis], max=profile.max[axis])
+    return torch.export.Dim(f"{name}_{m}", min=profile.min[axis] // m,
+                            max=profile.max[axis] // m) * m
+
+
 class TorchRunner(Runner):
     NAME = "torch"
 
@@ -207,7 +222,8 @@ class TorchRunner(Runner):
                 self._model = CompiledProgram(program, self.profiles, self.input_names,
                                               str(meta["mode"]), self.device)
                 self._model.compile([
-                    self.to_device(np.zeros(p.opt, np.float32)) for p in self.profiles
+                    self.to_device(np.zeros(_trace_shape(p), np.float32))
+                    for p in self.profiles
                 ])
                 after = _cache_counts()
         except Exception as exc:
@@ -284,7 +300,10 @@ class CompiledProgram:
         for name, x in zip(self.names, inputs, strict=True):
             p = self.profiles.get(name)
             for a in p.dynamic_axes if p else ():
-                torch._dynamo.mark_dynamic(x, a)
+                if p and p.multiple and p.multiple[a] > 1:  # guarded by its divisibility
+                    torch._dynamo.maybe_mark_dynamic(x, a)
+                else:
+                    torch._dynamo.mark_dynamic(x, a)
 
     def compile(self, examples: Sequence[torch.Tensor]) -> None:
         """Compile for the profiles' shapes: one graph dynamic in the profiles' dynamic
