@@ -17,8 +17,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import itertools
 import json
 import logging
+import math
 import os
 import tempfile
 import threading
@@ -117,18 +119,24 @@ class TorchBuilder(Builder):
         job.progress(f"loading the module ({job.source.kind})")
         net = copy.deepcopy(job.source.torch_module()).to(device=device, dtype=dtype)
         names = job.source.input_names(job.profiles)
-        examples, dynamic = [], []
+        examples, dynamic, profiles = [], [], []
         for name in names:
             p = next(p for p in job.profiles if p.name == name)
             x = torch.randn(*_trace_shape(p), device=device, dtype=dtype)
             examples.append(x.contiguous(memory_format=_layout(device, x.ndim)))
-            dynamic.append({a: _dim(f"{name}_{a}", p, a) for a in p.dynamic_axes} or None)
+            dynamic.append(_dims(name, p) or None)
+            profiles.append(p)
+        if any(p.multiple for p in profiles):  # the program takes such axes in blocks
+            net = Blocked(net, profiles)
         if device.startswith("cuda"):
             net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         job.progress("torch.export")
         try:
             with _COMPILE_LOCK, torch.no_grad(), _quiet():
-                program = torch.export.export(net, tuple(examples), dynamic_shapes=tuple(dynamic))
+                blocked = isinstance(net, Blocked)  # its forward takes *inputs
+                program = torch.export.export(
+                    net, tuple(split(x, p) for x, p in zip(examples, profiles, strict=True)),
+                    dynamic_shapes=(tuple(dynamic),) if blocked else tuple(dynamic))
             buf = io.BytesIO()
             torch.export.save(program, buf)
         except Exception as exc:  # this model cannot be built by this backend
@@ -173,13 +181,79 @@ def _trace_shape(profile: Profile) -> tuple[int, ...]:
                  for a, d in enumerate(profile.opt))
 
 
-def _dim(name: str, profile: Profile, axis: int) -> Any:
-    """torch.export's dimension for a profile's dynamic axis (a multiple where it says)."""
-    m = profile.multiple[axis] if profile.multiple else 1
-    if m == 1:
-        return torch.export.Dim(name, min=profile.min[axis], max=profile.max[axis])
-    return torch.export.Dim(f"{name}_{m}", min=profile.min[axis] // m,
-                            max=profile.max[axis] // m) * m
+def _blocked(profile: Profile) -> list[tuple[int, int]]:
+    """(axis, multiple) of each axis of ``profile`` whose sizes are multiples of more
+    than 1, in order."""
+    return [(a, m) for a, m in enumerate(profile.multiple) if m > 1]
+
+
+def split(x: torch.Tensor, profile: Profile) -> torch.Tensor:
+    """``x`` with each axis that the profile takes in multiples of m split in two,
+    (size // m, m): a view."""
+    for axis, m in reversed(_blocked(profile)):
+        x = x.unflatten(axis, (x.shape[axis] // m, m))
+    return x
+
+
+class Blocked(torch.nn.Module):
+    """A model whose inputs arrive split by :func:`split` and are joined again before it.
+    An axis of size k * m then has k as its dynamic size: torch.export and Inductor know
+    the axis is a multiple of m, which they cannot be told otherwise (a plain dynamic
+    size fails the model's divisibility checks, or is compiled again for every size)."""
+
+    def __init__(self, net: torch.nn.Module, profiles: Sequence[Profile]) -> None:
+        super().__init__()
+        self.net = net
+        self.axes = [[a for a, _ in _blocked(p)] for p in profiles]
+
+    def forward(self, *inputs: torch.Tensor) -> Any:
+        joined = []
+        for x, axes in zip(inputs, self.axes, strict=True):
+            for axis in axes:  # the axes before it are joined already
+                x = x.flatten(axis, axis + 1)
+            joined.append(x)
+        return self.net(*joined)
+
+
+def _warm_shapes(profile: Profile, most: int = 16) -> list[tuple[int, ...]]:
+    """Shapes to compile an engine for at build and load: on each dynamic axis its
+    smallest size, the next, opt and its largest (in blocks where the axis takes
+    multiples), every combination of them; where that makes more than ``most``, the
+    batch axis's alone, the others at opt."""
+    multiple = dict(_blocked(profile))
+    choices: dict[int, list[int]] = {}
+    for a in profile.dynamic_axes:
+        m = multiple.get(a, 1)
+        lo, opt, hi = -(-profile.min[a] // m), profile.opt[a] // m, profile.max[a] // m
+        choices[a] = sorted({lo, min(lo + 1, hi), opt, hi})
+    if math.prod(len(v) for v in choices.values()) > most:
+        choices = {a: v if a == 0 else [profile.opt[a] // multiple.get(a, 1)]
+                   for a, v in choices.items()}
+    shapes = []
+    for combo in itertools.product(*choices.values()):
+        shape = list(profile.opt)
+        for a, k in zip(choices, combo, strict=True):
+            shape[a] = k * multiple.get(a, 1)
+        shapes.append(tuple(shape))
+    return shapes
+
+
+def _position(profile: Profile, axis: int) -> int:
+    """Where ``axis`` of an input is once :func:`split` has laid it out (a split axis:
+    its block count)."""
+    return axis + sum(1 for a, _ in _blocked(profile) if a < axis)
+
+
+def _dims(name: str, profile: Profile) -> dict[int, Any]:
+    """torch.export's dynamic dimensions of a profile's input, as :func:`split` lays it
+    out."""
+    multiple = dict(_blocked(profile))
+    dims: dict[int, Any] = {}
+    for axis in profile.dynamic_axes:
+        m = multiple.get(axis, 1)
+        dims[_position(profile, axis)] = torch.export.Dim(
+            f"{name}_{axis}", min=-(-profile.min[axis] // m), max=profile.max[axis] // m)
+    return dims
 
 
 class TorchRunner(Runner):
@@ -296,27 +370,49 @@ class CompiledProgram:
         self.fn = torch.compile(module, mode=None if mode == "default" else mode,
                                 fullgraph=True)
 
+    def _split(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        return [split(x, self.profiles[name]) if name in self.profiles else x
+                for name, x in zip(self.names, inputs, strict=True)]
+
     def _mark(self, inputs: Sequence[torch.Tensor]) -> None:
         for name, x in zip(self.names, inputs, strict=True):
             p = self.profiles.get(name)
-            for a in p.dynamic_axes if p else ():
-                if p and p.multiple and p.multiple[a] > 1:  # guarded by its divisibility
-                    torch._dynamo.maybe_mark_dynamic(x, a)
-                else:
-                    torch._dynamo.mark_dynamic(x, a)
+            for a in _dims(name, p) if p else ():
+                torch._dynamo.mark_dynamic(x, a)
 
     def compile(self, examples: Sequence[torch.Tensor]) -> None:
-        """Compile for the profiles' shapes: one graph dynamic in the profiles' dynamic
-        axes and, where a profile starts at 1, one for size 1 (which PyTorch specializes)."""
-        self._mark(examples)
+        """Compile for the profiles' shapes. PyTorch specializes a size of 1 and guards
+        some operations on size ranges (a convolution's small inputs), so one dynamic
+        graph does not serve every shape: graphs are made here for the shapes
+        :func:`_warm_shapes` spans (each compiled only when the graphs before do not
+        serve it), so that a shape within the profile rarely compiles when it comes."""
+        blocked = self._split(examples)
+        self._mark(blocked)
         with torch.no_grad():
-            self.fn(*examples)
-            ones = [x[:1] for x in examples]
+            self.fn(*blocked)
+        if len(self.names) != 1:  # several inputs: their batches go together
             if all(p.min[0] == 1 and 0 in p.dynamic_axes for p in self.profiles.values()):
-                self.fn(*ones)
+                ones = [x[:1] for x in blocked]
+                for name, x in zip(self.names, ones, strict=True):
+                    for a in _dims(name, self.profiles[name]):
+                        if a:
+                            torch._dynamo.mark_dynamic(x, a)
+                with torch.no_grad():
+                    self.fn(*ones)
+            return
+        (example,) = examples
+        p = self.profiles[self.names[0]]
+        for shape in _warm_shapes(p):
+            x = split(torch.zeros(shape, dtype=example.dtype, device=example.device)
+                      .contiguous(memory_format=_layout(self.device, len(shape))), p)
+            for a in _dims(self.names[0], p):
+                if x.shape[a] != 1:
+                    torch._dynamo.mark_dynamic(x, a)
+            with torch.no_grad():
+                self.fn(x)
 
     def __call__(self, *inputs: torch.Tensor) -> Any:
-        return self.fn(*inputs)
+        return self.fn(*self._split(inputs))
 
 
 def pack(program: bytes, artifacts: bytes, meta: dict[str, Any]) -> bytes:
