@@ -418,19 +418,20 @@ def test_ocr_reads_through_engines(cache_dir: Path) -> None:
 ])
 def test_converted_ocr_models_export_and_agree_with_onnx_runtime(
         kind: str, traced: tuple[int, ...], other: tuple[int, ...]) -> None:
-    """PP-OCRv6's detector and recognizer, converted from ONNX, keep their shape arithmetic
-    as Python values: torch.export traces them with dynamic batch and picture sizes (it
-    could not before: their Resize and Reshape read sizes back from tensors), and the
+    """PP-OCRv6's detector and recognizer, converted from ONNX, with their shape arithmetic
+    folded to Python values: torch.export traces them with dynamic batch and picture sizes
+    (it cannot unfolded: their Resize and Reshape read sizes back from tensors), and the
     exported program, run at another batch and size than it was traced at, gives what ONNX
     Runtime gives on the original model."""
     import onnxruntime as ort
     import torch
 
+    from reelscope.engine.onnx_fold import fold_shapes
     from reelscope.engine.source import ModelSource
     from reelscope.models import model
 
     path = model(f"ocr_{kind}_small").verify()[0]
-    net = ModelSource.resolve(path).torch_module()
+    net = fold_shapes(ModelSource.resolve(path).torch_module())  # type: ignore[arg-type]
     step = 32 if kind == "det" else 64
     sizes = {0: torch.export.Dim("batch", min=1, max=64),
              3: torch.export.Dim("width", min=1, max=64) * step}

@@ -7,7 +7,8 @@ initializers). Eager PyTorch pays a small copy for each; torch.export cannot tra
 all ("could not guard on data-dependent expression"), so such a model could only run as an
 eager module. :func:`fold_shapes` rewrites those nodes to compute on Python values:
 constants, and sizes that torch.export traces as symbols. What is left is a graph of
-tensor operations only.
+tensor operations only. The torch backend folds a converted graph before it exports it;
+an eager module runs as converted.
 """
 
 from __future__ import annotations

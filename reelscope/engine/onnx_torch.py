@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 import importlib
-import logging
 import sys
 import types
 import warnings
 from typing import TYPE_CHECKING
 
 from reelscope.errors import EngineError
-
-log = logging.getLogger(__name__)
 
 # onnx2torch's Slice indexes with a list; PyTorch warns about it on every call
 warnings.filterwarnings("ignore", message="Using a non-tuple sequence", category=UserWarning)
@@ -91,14 +87,4 @@ def convert(graph: onnx.ModelProto, location: str) -> torch.nn.Module:
             module: torch.nn.Module = onnx2torch.convert(fix_same_upper(graph))
     except Exception as exc:
         raise EngineError(f"onnx2torch cannot convert {location}: {exc}") from exc
-    from torch import fx
-
-    from reelscope.engine.onnx_fold import FoldError, fold_shapes
-
-    try:
-        if isinstance(module, fx.GraphModule):
-            module = fold_shapes(copy.deepcopy(module))
-    except FoldError as exc:  # it still runs eagerly, as converted
-        log.info("%s: shape arithmetic left as tensors: %s", location, exc)
     return module.eval()
-

@@ -22,26 +22,16 @@ Shape = tuple[int, ...]
 @dataclass(frozen=True)
 class Profile:
     """The shapes one dynamic input accepts, as in TensorRT: every dimension of an input
-    lies between ``min`` and ``max``; ``opt`` is the shape the engine is tuned for.
-    ``multiple``: per axis, what its sizes are multiples of (empty: any size), for models
-    that take only such sizes (a detector whose feature pyramid halves the picture five
-    times takes multiples of 32)."""
+    lies between ``min`` and ``max``; ``opt`` is the shape the engine is tuned for."""
 
     name: str
     min: Shape
     opt: Shape
     max: Shape
-    multiple: Shape = ()
 
     def __post_init__(self) -> None:
         if not (len(self.min) == len(self.opt) == len(self.max)):
             raise ConfigError(f"profile {self.name!r}: min, opt and max differ in rank")
-        if self.multiple and (len(self.multiple) != len(self.min) or any(
-                m < 1 or lo % m or mid % m or hi % m
-                for m, lo, mid, hi in zip(self.multiple, self.min, self.opt, self.max,
-                                          strict=True))):
-            raise ConfigError(f"profile {self.name!r}: min, opt and max must be multiples "
-                              f"of {_fmt(self.multiple)}, got {self.text()}")
         for lo, mid, hi in zip(self.min, self.opt, self.max, strict=True):
             if not 1 <= lo <= mid <= hi:
                 raise ConfigError(
@@ -87,24 +77,17 @@ class Profile:
                 f"input {self.name!r} has shape {_fmt(shape)}, outside the engine's profile "
                 f"{_fmt(self.min)} .. {_fmt(self.max)}"
             )
-        if any(d % m for d, m in zip(shape, self.multiple, strict=False)):
-            raise ShapeError(f"input {self.name!r} has shape {_fmt(shape)}; the engine takes "
-                             f"multiples of {_fmt(self.multiple)}")
 
     def text(self) -> str:
         return f"{self.name}={_fmt(self.min)}:{_fmt(self.opt)}:{_fmt(self.max)}"
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"name": self.name, "min": list(self.min), "opt": list(self.opt),
-                             "max": list(self.max)}
-        if self.multiple:
-            d["multiple"] = list(self.multiple)
-        return d
+        return {"name": self.name, "min": list(self.min), "opt": list(self.opt),
+                "max": list(self.max)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Profile:
-        return cls(str(d["name"]), tuple(d["min"]), tuple(d["opt"]), tuple(d["max"]),
-                   tuple(d.get("multiple", ())))
+        return cls(str(d["name"]), tuple(d["min"]), tuple(d["opt"]), tuple(d["max"]))
 
 
 def _fmt(shape: Shape) -> str:

@@ -40,12 +40,7 @@ from reelscope.engine.options import (
     Profile,
 )
 from reelscope.engine.source import ModelSource
-from reelscope.errors import (
-    AccuracyGateError,
-    ConfigError,
-    EngineError,
-    UnsupportedBuildError,
-)
+from reelscope.errors import ConfigError, EngineError, UnsupportedBuildError
 from reelscope.gpu.device import quiet_cpu_pools, resolve, set_memory_budget, stream_context
 from reelscope.models import model
 from reelscope.monitor.guard import GuardedRunner
@@ -245,21 +240,16 @@ class Runtime:
         size = self.settings.ocr_model
         side = -(-self.settings.ocr_det_max_side // 32) * 32
         portrait = (side * 9 // 16 + 16) // 32 * 32  # a 16:9 frame, as the detector sees it
-        # rapidocr scales a picture to multiples of 32 for the detector; the recognizer's
-        # lines are padded to multiples of REC_WIDTH_BUCKET (tasks.ocr)
         det = self._serve(
             f"ocr-det-{size}-{side}", model(f"ocr_det_{size}").verify()[0],
-            Profile("x", (1, 3, 32, 32), (1, 3, portrait, side), (DET_MAX_BATCH, 3, side, side),
-                    (1, 1, 32, 32)),
+            Profile("x", (1, 3, 32, 32), (1, 3, portrait, side), (DET_MAX_BATCH, 3, side, side)),
             "ocr_det", (), holdout=4, shadow_every=SHADOW_EVERY_DET,
-            max_batch=self.policy.det_max_batch, precision="fp32")
+            max_batch=self.policy.det_max_batch)
         rec = self._serve(
             f"ocr-rec-{size}", model(f"ocr_rec_{size}").verify()[0],
             Profile("x", (1, 3, 48, REC_WIDTH_BUCKET), (6, 3, 48, 320),
-                    (64, 3, 48, 4096), (1, 1, 1, REC_WIDTH_BUCKET)),
-            "ocr_rec", (), holdout=16, shadow_every=SHADOW_EVERY_REC,
-            cuda_graphs=False,  # a new graph for every batch and line width
-            precision="fp32")
+                    (64, 3, 48, 4096)),
+            "ocr_rec", (), holdout=16, shadow_every=SHADOW_EVERY_REC)
         return det, rec
 
     @contextmanager
@@ -309,19 +299,17 @@ class Runtime:
                outputs: tuple[str, ...], normalization: Normalization = "unit",
                holdout: int = 16, shadow_every: int = 1, engine_file: str = "",
                torch_source: str = "", cuda_graphs: bool = True,
-               max_batch: int = 0, precision: Precision | None = None) -> ServedModel:
+               max_batch: int = 0) -> ServedModel:
         """The model at ``source`` (ONNX) served on this device: its engine (or an eager
         module where the torch backend cannot compile it), guarded by ``source`` in fp32
         when ``task`` is monitored, behind a batcher. ``torch_source``: the same model as
         a PyTorch module factory, which the torch backend builds from (it exports better
         than a module converted from ONNX). ``max_batch``: a lower cap on a call's items
-        than the profile's and the settings'. ``precision``: the engine's, where it must
-        not be the device's (OCR: fp16 read a caption fp32 does not, BENCHMARKS.md)."""
+        than the profile's and the settings'."""
         built_from = torch_source if torch_source and self.policy.backend == "torch" else source
         runner, use, reference, output = self._runner(name, built_from, profile,
                                                       normalization, holdout, engine_file,
-                                                      cuda_graphs,
-                                                      precision or self.policy.precision)
+                                                      cuda_graphs)
         if task and self.settings.monitor:
             fallback = reference_runner(ModelSource.resolve(source), (profile,),
                                         self.policy.picture_threads, optimize=True)
@@ -339,8 +327,7 @@ class Runtime:
 
     def _runner(self, name: str, source: Path | str, profile: Profile,
                 normalization: Normalization, holdout: int, engine_file: str,
-                cuda_graphs: bool, precision: Precision
-                ) -> tuple[Runner, EngineUse, np.ndarray | None, str]:
+                cuda_graphs: bool = True) -> tuple[Runner, EngineUse, np.ndarray | None, str]:
         """(runner, what it is, its drift reference, the output its confidence is read
         from)."""
         label = _model_name(name)
@@ -348,14 +335,14 @@ class Runtime:
             engine = self._load(Path(engine_file))
         else:
             path = self.settings.cache_path / "engines" / (
-                f"{name}-{self.policy.backend}-{precision}-{self.device.split(':')[0]}.engine")
+                f"{name}-{self.policy.backend}-{self.policy.precision}-{self.device.split(':')[0]}.engine")
             failed = path.with_suffix(".failed")
             if not path.is_file() and failed.is_file():
                 return self._eager(source, profile, label, failed.read_text().strip())
             try:
                 engine = self._build(path, source, profile, normalization, holdout,
-                                     cuda_graphs, precision)
-            except (UnsupportedBuildError, AccuracyGateError) as exc:
+                                     cuda_graphs)
+            except UnsupportedBuildError as exc:
                 if self.policy.backend != "torch":
                     raise
                 failed.parent.mkdir(parents=True, exist_ok=True)
@@ -368,14 +355,13 @@ class Runtime:
         return engine.runner, use, None if values is None else np.asarray(values), output
 
     def _build(self, path: Path, source: Path | str, profile: Profile,
-               normalization: Normalization, holdout: int, cuda_graphs: bool,
-               precision: Precision) -> Engine:
+               normalization: Normalization, holdout: int, cuda_graphs: bool) -> Engine:
         if path.is_file() and artifact.read_manifest(path)[0].profiles != (profile,):
             path.unlink()  # built for other shapes (an older release): built again
         if not path.is_file():
             compiler.build(
                 source, path,
-                BuildOptions(backend=self.policy.backend, precision=precision,
+                BuildOptions(backend=self.policy.backend, precision=self.policy.precision,
                              device=self.device, threads=self.policy.picture_threads,
                              profiles=(profile,), cuda_graphs=cuda_graphs,
                              calibration=CalibrationOptions(normalization=normalization,

@@ -17,10 +17,8 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
-import itertools
 import json
 import logging
-import math
 import os
 import tempfile
 import threading
@@ -43,6 +41,7 @@ from reelscope.engine.base import (
     specs_from_profiles,
 )
 from reelscope.engine.manifest import Manifest, cpu_identity
+from reelscope.engine.onnx_fold import FoldError, fold_shapes
 from reelscope.engine.options import Profile
 from reelscope.errors import EngineError, UnsupportedBuildError
 
@@ -117,26 +116,27 @@ class TorchBuilder(Builder):
         device = resolve_device(job.options.device)
         dtype = DTYPES[job.options.precision]
         job.progress(f"loading the module ({job.source.kind})")
-        net = copy.deepcopy(job.source.torch_module()).to(device=device, dtype=dtype)
+        net = copy.deepcopy(job.source.torch_module())
+        if isinstance(net, torch.fx.GraphModule):  # converted from ONNX
+            try:
+                net = fold_shapes(net)
+            except FoldError as exc:  # torch.export then says what it cannot trace
+                job.progress(f"shape arithmetic left as tensors: {exc}")
+        net = net.to(device=device, dtype=dtype)
         names = job.source.input_names(job.profiles)
-        examples, dynamic, profiles = [], [], []
+        examples, dynamic = [], []
         for name in names:
             p = next(p for p in job.profiles if p.name == name)
-            x = torch.randn(*_trace_shape(p), device=device, dtype=dtype)
+            x = torch.randn(*p.opt, device=device, dtype=dtype)
             examples.append(x.contiguous(memory_format=_layout(device, x.ndim)))
-            dynamic.append(_dims(name, p) or None)
-            profiles.append(p)
-        if any(p.multiple for p in profiles):  # the program takes such axes in blocks
-            net = Blocked(net, profiles)
+            dynamic.append({a: torch.export.Dim(f"{name}_{a}", min=p.min[a], max=p.max[a])
+                            for a in p.dynamic_axes} or None)
         if device.startswith("cuda"):
             net = net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         job.progress("torch.export")
         try:
             with _COMPILE_LOCK, torch.no_grad(), _quiet():
-                blocked = isinstance(net, Blocked)  # its forward takes *inputs
-                program = torch.export.export(
-                    net, tuple(split(x, p) for x, p in zip(examples, profiles, strict=True)),
-                    dynamic_shapes=(tuple(dynamic),) if blocked else tuple(dynamic))
+                program = torch.export.export(net, tuple(examples), dynamic_shapes=tuple(dynamic))
             buf = io.BytesIO()
             torch.export.save(program, buf)
         except Exception as exc:  # this model cannot be built by this backend
@@ -172,88 +172,6 @@ class TorchBuilder(Builder):
                            cuda_graphs=bool(notes.get("cuda_graphs", False)),
                            input_names=[s.name for s in manifest.inputs],
                            output_names=manifest.outputs)
-
-
-def _trace_shape(profile: Profile) -> tuple[int, ...]:
-    """The profile's opt shape, with 2 or more on its dynamic axes: PyTorch specializes
-    a size of 1."""
-    return tuple(max(d, min(2, profile.max[a])) if a in profile.dynamic_axes else d
-                 for a, d in enumerate(profile.opt))
-
-
-def _blocked(profile: Profile) -> list[tuple[int, int]]:
-    """(axis, multiple) of each axis of ``profile`` whose sizes are multiples of more
-    than 1, in order."""
-    return [(a, m) for a, m in enumerate(profile.multiple) if m > 1]
-
-
-def split(x: torch.Tensor, profile: Profile) -> torch.Tensor:
-    """``x`` with each axis that the profile takes in multiples of m split in two,
-    (size // m, m): a view."""
-    for axis, m in reversed(_blocked(profile)):
-        x = x.unflatten(axis, (x.shape[axis] // m, m))
-    return x
-
-
-class Blocked(torch.nn.Module):
-    """A model whose inputs arrive split by :func:`split` and are joined again before it.
-    An axis of size k * m then has k as its dynamic size: torch.export and Inductor know
-    the axis is a multiple of m, which they cannot be told otherwise (a plain dynamic
-    size fails the model's divisibility checks, or is compiled again for every size)."""
-
-    def __init__(self, net: torch.nn.Module, profiles: Sequence[Profile]) -> None:
-        super().__init__()
-        self.net = net
-        self.axes = [[a for a, _ in _blocked(p)] for p in profiles]
-
-    def forward(self, *inputs: torch.Tensor) -> Any:
-        joined = []
-        for x, axes in zip(inputs, self.axes, strict=True):
-            for axis in axes:  # the axes before it are joined already
-                x = x.flatten(axis, axis + 1)
-            joined.append(x)
-        return self.net(*joined)
-
-
-def _warm_shapes(profile: Profile, most: int = 16) -> list[tuple[int, ...]]:
-    """Shapes to compile an engine for at build and load: on each dynamic axis its
-    smallest size, the next, opt and its largest (in blocks where the axis takes
-    multiples), every combination of them; where that makes more than ``most``, the
-    batch axis's alone, the others at opt."""
-    multiple = dict(_blocked(profile))
-    choices: dict[int, list[int]] = {}
-    for a in profile.dynamic_axes:
-        m = multiple.get(a, 1)
-        lo, opt, hi = -(-profile.min[a] // m), profile.opt[a] // m, profile.max[a] // m
-        choices[a] = sorted({lo, min(lo + 1, hi), opt, hi})
-    if math.prod(len(v) for v in choices.values()) > most:
-        choices = {a: v if a == 0 else [profile.opt[a] // multiple.get(a, 1)]
-                   for a, v in choices.items()}
-    shapes = []
-    for combo in itertools.product(*choices.values()):
-        shape = list(profile.opt)
-        for a, k in zip(choices, combo, strict=True):
-            shape[a] = k * multiple.get(a, 1)
-        shapes.append(tuple(shape))
-    return shapes
-
-
-def _position(profile: Profile, axis: int) -> int:
-    """Where ``axis`` of an input is once :func:`split` has laid it out (a split axis:
-    its block count)."""
-    return axis + sum(1 for a, _ in _blocked(profile) if a < axis)
-
-
-def _dims(name: str, profile: Profile) -> dict[int, Any]:
-    """torch.export's dynamic dimensions of a profile's input, as :func:`split` lays it
-    out."""
-    multiple = dict(_blocked(profile))
-    dims: dict[int, Any] = {}
-    for axis in profile.dynamic_axes:
-        m = multiple.get(axis, 1)
-        dims[_position(profile, axis)] = torch.export.Dim(
-            f"{name}_{axis}", min=-(-profile.min[axis] // m), max=profile.max[axis] // m)
-    return dims
 
 
 class TorchRunner(Runner):
@@ -296,8 +214,7 @@ class TorchRunner(Runner):
                 self._model = CompiledProgram(program, self.profiles, self.input_names,
                                               str(meta["mode"]), self.device)
                 self._model.compile([
-                    self.to_device(np.zeros(_trace_shape(p), np.float32))
-                    for p in self.profiles
+                    self.to_device(np.zeros(p.opt, np.float32)) for p in self.profiles
                 ])
                 after = _cache_counts()
         except Exception as exc:
@@ -370,49 +287,24 @@ class CompiledProgram:
         self.fn = torch.compile(module, mode=None if mode == "default" else mode,
                                 fullgraph=True)
 
-    def _split(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        return [split(x, self.profiles[name]) if name in self.profiles else x
-                for name, x in zip(self.names, inputs, strict=True)]
-
     def _mark(self, inputs: Sequence[torch.Tensor]) -> None:
         for name, x in zip(self.names, inputs, strict=True):
             p = self.profiles.get(name)
-            for a in _dims(name, p) if p else ():
+            for a in p.dynamic_axes if p else ():
                 torch._dynamo.mark_dynamic(x, a)
 
     def compile(self, examples: Sequence[torch.Tensor]) -> None:
-        """Compile for the profiles' shapes. PyTorch specializes a size of 1 and guards
-        some operations on size ranges (a convolution's small inputs), so one dynamic
-        graph does not serve every shape: graphs are made here for the shapes
-        :func:`_warm_shapes` spans (each compiled only when the graphs before do not
-        serve it), so that a shape within the profile rarely compiles when it comes."""
-        blocked = self._split(examples)
-        self._mark(blocked)
+        """Compile for the profiles' shapes: one graph dynamic in the profiles' dynamic
+        axes and, where a profile starts at 1, one for size 1 (which PyTorch specializes)."""
+        self._mark(examples)
         with torch.no_grad():
-            self.fn(*blocked)
-        if len(self.names) != 1:  # several inputs: their batches go together
+            self.fn(*examples)
+            ones = [x[:1] for x in examples]
             if all(p.min[0] == 1 and 0 in p.dynamic_axes for p in self.profiles.values()):
-                ones = [x[:1] for x in blocked]
-                for name, x in zip(self.names, ones, strict=True):
-                    for a in _dims(name, self.profiles[name]):
-                        if a:
-                            torch._dynamo.mark_dynamic(x, a)
-                with torch.no_grad():
-                    self.fn(*ones)
-            return
-        (example,) = examples
-        p = self.profiles[self.names[0]]
-        for shape in _warm_shapes(p):
-            x = split(torch.zeros(shape, dtype=example.dtype, device=example.device)
-                      .contiguous(memory_format=_layout(self.device, len(shape))), p)
-            for a in _dims(self.names[0], p):
-                if x.shape[a] != 1:
-                    torch._dynamo.mark_dynamic(x, a)
-            with torch.no_grad():
-                self.fn(x)
+                self.fn(*ones)
 
     def __call__(self, *inputs: torch.Tensor) -> Any:
-        return self.fn(*self._split(inputs))
+        return self.fn(*inputs)
 
 
 def pack(program: bytes, artifacts: bytes, meta: dict[str, Any]) -> bytes:
