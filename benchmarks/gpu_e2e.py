@@ -9,8 +9,11 @@ runtime reads and hears on the sample and the clip, loads the models (building e
 on the first run of a machine, loading them after), times ``--latency-runs`` analyses of
 the clip one at a time (every time kept) and ``--clips`` distinct copies of it with
 ``--in-flight`` at once (GPU utilization and the machine's CPU use sampled meanwhile;
-with ``--profile``, where the process's CPU goes, by ``threadprof.py``), and, with
-``--cpu-baseline``, the same code on the CPU. Checkouts before the one runtime
+with ``--profile``, where the process's CPU goes, by ``threadprof.py``), with
+``--naive-runs`` the naive path (each task after decoding, one after another), and, with
+``--cpu-baseline``, the same code on the CPU. ``--ceiling`` first measures decoding
+alone with this checkout's code, on the GPU's video engines and on every core: the
+ceiling the analysis's throughput is judged against. Checkouts before the one runtime
 (``reelscope.pipeline.models``) are driven through their own API.
 """
 
@@ -179,6 +182,16 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     middle = sorted(range(len(times)), key=lambda i: times[i])[len(times) // 2]
     out["latency"] = {"median_s": statistics.median(times), "times_s": times,
                       "stages_of_median_s": stages[middle]}
+    if args.naive_runs:
+        # the naive path: the same models, the speech lane first, then each task after
+        # decoding, one after another (Analyzer(overlap=False))
+        naive = Analyzer(settings, store, runtime, overlap=False)
+        naive_times = []
+        for _ in range(args.naive_runs):
+            t = time.perf_counter()
+            naive.analyze(args.clip, force=True)
+            naive_times.append(round(time.perf_counter() - t, 3))
+        out["naive"] = {"median_s": statistics.median(naive_times), "times_s": naive_times}
     if args.clips:
         copies = remux_copies(args.clip, args.clips, work)
         device_index = int(args.device.split(":")[1]) if ":" in args.device else 0
@@ -207,11 +220,62 @@ def _safe(analyzer: Any, path: Path) -> str:
         return f"{type(exc).__name__}: {exc}"
 
 
+def _decode_one(path: Path, device: str, fps: float) -> int:
+    """The sampled frames of ``path`` as the analysis decodes them (on ``device``'s video
+    engines where it can, else one CPU thread); how many."""
+    from reelscope.video.media import Limits, probe
+    from reelscope.video.nvdec import Decoding
+
+    info = probe(path, Limits.of(Settings.from_env({})))
+    decoding = Decoding(info, fps, device, gpu=device != "cpu", segments=1, threads=1)
+    return sum(1 for _ in decoding)
+
+
+def ceiling(args: argparse.Namespace) -> dict[str, Any]:
+    """Decoding alone, the machine's ceiling for the analysis: ``--clips`` copies of the
+    clip's sampled frames decoded by ``--ceiling-threads`` threads on the GPU's video
+    engines (scaled and copied to the host, as the analysis has them), and by one process
+    per core on the CPU."""
+    import multiprocessing
+
+    import torch
+
+    work = Path(tempfile.mkdtemp(prefix="rs-ceiling-"))
+    copies = remux_copies(args.clip, args.clips, work)
+    fps = Settings.from_env({}).sample_fps
+    out: dict[str, Any] = {"clips": len(copies)}
+    if torch.cuda.is_available():
+        _decode_one(copies[0], args.device, fps)  # the library's first start
+        with ThreadPoolExecutor(args.ceiling_threads) as pool:
+            t = time.perf_counter()
+            frames = sum(pool.map(lambda p: _decode_one(p, args.device, fps), copies))
+            wall = time.perf_counter() - t
+        out["nvdec"] = {"threads": args.ceiling_threads, "frames": frames,
+                        "clips_per_s": round(len(copies) / wall, 3)}
+    processes = os.cpu_count() or 1
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        pool.starmap(_decode_one, [(copies[0], "cpu", fps)] * processes)  # started
+        t = time.perf_counter()
+        frames = sum(pool.starmap(_decode_one, [(p, "cpu", fps) for p in copies]))
+        wall = time.perf_counter() - t
+    out["cpu"] = {"processes": processes, "frames": frames,
+                  "clips_per_s": round(len(copies) / wall, 3)}
+    return out
+
+
 def run(args: argparse.Namespace) -> None:
     """One process per source and device; every result in one file."""
     result: dict[str, Any] = {**stamp(), "clip": {"path": args.clip.name,
                                                   "bytes": args.clip.stat().st_size},
                               "runs": []}
+    if args.ceiling:  # this checkout's decoding, in a process of its own
+        cmd = [sys.executable, __file__, "ceiling", "--clip", str(args.clip), "--device",
+               args.device, "--clips", str(args.clips),
+               "--ceiling-threads", str(args.ceiling_threads)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        result["ceiling"] = (json.loads(proc.stdout.strip().splitlines()[-1])
+                             if proc.returncode == 0 else {"error": proc.stderr[-2000:]})
+        print(json.dumps(result["ceiling"]), flush=True)
     devices = [args.device] + (["cpu"] if args.cpu_baseline else [])
     for src in args.src:
         for device in devices:
@@ -219,7 +283,8 @@ def run(args: argparse.Namespace) -> None:
                    "--device", device, "--src-label", str(src),
                    "--latency-runs", str(args.latency_runs),
                    "--clips", str(args.clips if device != "cpu" else 0),
-                   "--in-flight", str(args.in_flight)] + (["--profile"] if args.profile else [])
+                   "--in-flight", str(args.in_flight),
+                   "--naive-runs", str(args.naive_runs)] + (["--profile"] if args.profile else [])
             path = os.pathsep.join([str(Path(src).resolve()), os.environ.get("PYTHONPATH", "")])
             env = {**os.environ, "PYTHONPATH": path}
             proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -236,7 +301,7 @@ def run(args: argparse.Namespace) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("run", "measure"):
+    for name in ("run", "measure", "ceiling"):
         p = sub.add_parser(name)
         p.add_argument("--clip", type=Path, required=True)
         p.add_argument("--device", default="cuda:0")
@@ -246,16 +311,24 @@ def main() -> None:
         p.add_argument("--profile", action="store_true",
                        help="where the CPU goes during the throughput run (threadprof.py); "
                             "its clips/s are then not a timed figure")
+        p.add_argument("--naive-runs", type=int, default=0,
+                       help="time the naive path (overlap=False) this many times")
+        p.add_argument("--ceiling-threads", type=int, default=14,
+                       help="threads decoding on the GPU's video engines for --ceiling")
     r = sub.choices["run"]
     r.add_argument("--src", type=Path, action="append", default=None,
                    help="a checkout to measure (repeat; default: this one)")
     r.add_argument("--cpu-baseline", action="store_true")
+    r.add_argument("--ceiling", action="store_true",
+                   help="first, decoding alone on the GPU and the CPU (the ceiling)")
     r.add_argument("--out", type=Path, required=True)
     sub.choices["measure"].add_argument("--src-label", default=".")
     args = ap.parse_args()
     if args.cmd == "run":
         args.src = args.src or [ROOT]
         run(args)
+    elif args.cmd == "ceiling":
+        print(json.dumps(ceiling(args)))
     else:
         print(json.dumps(measure(args), ensure_ascii=False))
 
