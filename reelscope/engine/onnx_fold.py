@@ -13,6 +13,7 @@ an eager module runs as converted.
 
 from __future__ import annotations
 
+import copy
 import operator
 from collections.abc import Callable
 from typing import Any
@@ -144,9 +145,11 @@ def _arithmetic(module: torch.nn.Module) -> str:
     raise FoldError(f"the arithmetic {name!r} on shape values is not folded")
 
 
-def fold_shapes(module: fx.GraphModule) -> fx.GraphModule:
-    """``module`` with its shape arithmetic on Python values (in place); raises
-    :class:`FoldError` where a shape value would reach a tensor operation."""
+def fold_shapes(converted: fx.GraphModule) -> fx.GraphModule:
+    """A copy of ``converted`` with its shape arithmetic on Python values; raises
+    :class:`FoldError` where that arithmetic takes a form not handled here, or a shape
+    value would reach a tensor operation."""
+    module = copy.deepcopy(converted)
     values: set[fx.Node] = set()  # nodes that now give Python values
     consts: dict[fx.Node, Any] = {}
 
@@ -181,8 +184,11 @@ def fold_shapes(module: fx.GraphModule) -> fx.GraphModule:
             new = ShapeOf(old._start, old._end)
             values.add(node)
         elif kind in _VALUE_OPS and takes_values and any(a in values for a in node.args):
-            new = {"OnnxSlice": Slice, "OnnxReshape": Reshape}.get(kind, lambda: None)()
-            if new is None:
+            if kind == "OnnxSlice":
+                new = Slice()
+            elif kind == "OnnxReshape":
+                new = Reshape()
+            else:
                 new = ValueOp({"OnnxConcat": "concat", "OnnxSqueezeStaticAxes": "squeeze",
                                "OnnxUnsqueezeStaticAxes": "unsqueeze",
                                "OnnxCopyIdentity": "identity"}.get(kind, "arithmetic"),

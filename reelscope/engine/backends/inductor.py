@@ -120,7 +120,7 @@ class TorchBuilder(Builder):
         if isinstance(net, torch.fx.GraphModule):  # converted from ONNX
             try:
                 net = fold_shapes(net)
-            except FoldError as exc:  # torch.export then says what it cannot trace
+            except FoldError as exc:  # as converted: torch.export says what it cannot trace
                 job.progress(f"shape arithmetic left as tensors: {exc}")
         net = net.to(device=device, dtype=dtype)
         names = job.source.input_names(job.profiles)
