@@ -45,6 +45,7 @@ from reelscope.config import Settings  # noqa: E402
 from reelscope.pipeline.analyzer import Analyzer  # noqa: E402
 from reelscope.report import Report  # noqa: E402
 from reelscope.store.store import Store  # noqa: E402
+from reelscope.video.media import Limits  # noqa: E402
 
 SAMPLE = ROOT / "samples" / "sample.mp4"
 
@@ -220,13 +221,13 @@ def _safe(analyzer: Any, path: Path) -> str:
         return f"{type(exc).__name__}: {exc}"
 
 
-def _decode_one(path: Path, device: str, fps: float) -> int:
+def _decode_one(path: Path, device: str, fps: float, limits: Limits) -> int:
     """The sampled frames of ``path`` as the analysis decodes them (on ``device``'s video
     engines where it can, else one CPU thread); how many."""
-    from reelscope.video.media import Limits, probe
+    from reelscope.video.media import probe
     from reelscope.video.nvdec import Decoding
 
-    info = probe(path, Limits.of(Settings.from_env({})))
+    info = probe(path, limits)
     decoding = Decoding(info, fps, device, gpu=device != "cpu", segments=1, threads=1)
     return sum(1 for _ in decoding)
 
@@ -242,21 +243,23 @@ def ceiling(args: argparse.Namespace) -> dict[str, Any]:
 
     work = Path(tempfile.mkdtemp(prefix="rs-ceiling-"))
     copies = remux_copies(args.clip, args.clips, work)
-    fps = Settings.from_env({}).sample_fps
+    settings = Settings.from_env({})  # read once, outside the timed decoding
+    fps, limits = settings.sample_fps, Limits.of(settings)
     out: dict[str, Any] = {"clips": len(copies)}
     if torch.cuda.is_available():
-        _decode_one(copies[0], args.device, fps)  # the library's first start
+        _decode_one(copies[0], args.device, fps, limits)  # the library's first start
         with ThreadPoolExecutor(args.ceiling_threads) as pool:
             t = time.perf_counter()
-            frames = sum(pool.map(lambda p: _decode_one(p, args.device, fps), copies))
+            frames = sum(pool.map(lambda p: _decode_one(p, args.device, fps, limits),
+                                  copies))
             wall = time.perf_counter() - t
         out["nvdec"] = {"threads": args.ceiling_threads, "frames": frames,
                         "clips_per_s": round(len(copies) / wall, 3)}
     processes = os.cpu_count() or 1
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
-        pool.starmap(_decode_one, [(copies[0], "cpu", fps)] * processes)  # started
+        pool.starmap(_decode_one, [(copies[0], "cpu", fps, limits)] * processes)  # started
         t = time.perf_counter()
-        frames = sum(pool.starmap(_decode_one, [(p, "cpu", fps) for p in copies]))
+        frames = sum(pool.starmap(_decode_one, [(p, "cpu", fps, limits) for p in copies]))
         wall = time.perf_counter() - t
     out["cpu"] = {"processes": processes, "frames": frames,
                   "clips_per_s": round(len(copies) / wall, 3)}
