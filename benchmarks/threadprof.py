@@ -1,7 +1,8 @@
 """Where one process's CPU goes while it works: CPU seconds per thread (from /proc, every
 thread of the process, named by Python's ``threading`` where it started it), the CPU of
-its child processes, the Python functions its threads were in (sampled), and how late a
-thread that asks for Python's lock gets it back.
+its child processes (those alive at the end, such as worker processes), the Python
+functions its threads were in (sampled), and how late a thread that asks for Python's
+lock gets it back.
 
     with ThreadProfile() as prof:
         work()
@@ -30,9 +31,14 @@ WAITING = ("threading.py", "queue.py", "selectors.py", "concurrent/futures/_base
 OURS = ("reelscope/", "rapidocr/", "benchmarks/")
 
 
+def _fields(stat: str) -> list[str]:
+    """A /proc stat line's fields after the command's closing paren (state, ppid, ...)."""
+    return stat[stat.rindex(")") + 2:].split()
+
+
 def _ticks(stat: str) -> int:
-    """utime + stime of a /proc stat line (fields after the command's closing paren)."""
-    rest = stat[stat.rindex(")") + 2:].split()
+    """utime + stime of a /proc stat line."""
+    rest = _fields(stat)
     return int(rest[11]) + int(rest[12])
 
 
@@ -91,7 +97,7 @@ class ThreadProfile:
             if not proc.name.isdigit():
                 continue
             stat = _read(proc / "stat")
-            if not stat or stat[stat.rindex(")") + 2:].split()[1] != me:
+            if not stat or _fields(stat)[1] != me:
                 continue
             pid, ticks = int(proc.name), _ticks(stat)
             comm, first, _ = self._children.get(pid, (_read(proc / "comm").strip(), ticks, 0))
