@@ -24,6 +24,7 @@ mkdir -p "$OUT"
 case "${1:-}" in
   tests)
     python3 -m pytest -q -m gpu -p no:cacheprovider tests/test_runtime.py tests/test_asr.py \
+      tests/test_engine.py \
       2>&1 | tee "$OUT/gpu-tests.log"
     ;;
   bench)

@@ -446,3 +446,42 @@ def test_converted_ocr_models_export_and_agree_with_onnx_runtime(
         got = program.module()(torch.from_numpy(picture)).numpy()
     assert got.shape == want.shape
     assert float(np.abs(got - want).max()) < 1e-4
+
+
+@pytest.mark.gpu
+def test_the_ocr_models_replay_as_cuda_graphs_and_agree_with_onnx_runtime() -> None:
+    """On a GPU, PP-OCRv6's converted and folded modules run as CUDA graphs, one captured
+    per batch (padded to a power of two) and size; what each call returns, the padded
+    batches' real rows included, is what the module gives eagerly, and what ONNX Runtime
+    gives on the original model (within the GPU's TF32 convolutions)."""
+    import onnxruntime as ort
+    import torch
+
+    from reelscope.engine.eager import EagerRunner
+    from reelscope.engine.onnx_fold import fold_shapes
+    from reelscope.engine.options import Profile
+    from reelscope.engine.source import ModelSource
+    from reelscope.models import model
+
+    rng = np.random.default_rng(0)
+    for kind, profile, calls, graphs in (
+            ("det", Profile("x", (1, 3, 32, 32), (1, 3, 544, 960), (8, 3, 960, 960)),
+             [(1, 3, 544, 960), (3, 3, 544, 960), (4, 3, 544, 960), (1, 3, 960, 544)], 3),
+            ("rec", Profile("x", (1, 3, 48, 64), (6, 3, 48, 320), (64, 3, 48, 4096)),
+             [(5, 3, 48, 320), (7, 3, 48, 320), (8, 3, 48, 320), (2, 3, 48, 1280)], 2)):
+        path = model(f"ocr_{kind}_small").verify()[0]
+        source = ModelSource.resolve(path)
+        module = fold_shapes(source.torch_module())  # type: ignore[arg-type]
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        with EagerRunner(module, ("x",), source.output_names, (profile,), device="cuda",
+                         cuda_graphs=True) as runner:
+            for shape in calls:
+                picture = rng.uniform(-1, 1, shape).astype(np.float32)
+                want = session.run(None, {session.get_inputs()[0].name: picture})[0]
+                got = runner.infer({"x": picture})[source.output_names[0]]
+                with torch.inference_mode():
+                    eager = runner.module(torch.from_numpy(picture).cuda()).cpu().numpy()
+                assert got.shape == want.shape == eager.shape, (kind, shape)
+                assert float(np.abs(got - eager).max()) < 5e-3, (kind, shape)
+                assert float(np.abs(got - want).max()) < 2e-2, (kind, shape)
+            assert runner.cuda_graphs and runner.graphs == graphs, kind

@@ -391,10 +391,29 @@ class Runtime:
             module = src.torch_module()
         except EngineError as exc:
             raise EngineError(f"{label}: no engine and no torch module: {exc}") from exc
+        graphs = self.device.startswith("cuda")
+        if graphs:  # no shape read back from the GPU: faster, and it can be captured
+            module = _folded(module, label)
         runner = EagerRunner(module, src.input_names((profile,)), src.output_names, (profile,),
-                             device=self.device, precision=precision)
+                             device=self.device, precision=precision, cuda_graphs=graphs)
         use = EngineUse("torch-eager", precision, label, device=self.device)
         return runner, use, None, src.output_names[0]
+
+
+def _folded(module: Any, label: str) -> Any:
+    """A module converted from ONNX with its shape arithmetic folded to Python values
+    (:mod:`reelscope.engine.onnx_fold`); any other module, or one it cannot fold, as is."""
+    from torch import fx
+
+    from reelscope.engine.onnx_fold import FoldError, fold_shapes
+
+    if not isinstance(module, fx.GraphModule):
+        return module
+    try:
+        return fold_shapes(module)
+    except FoldError as exc:
+        log.warning("%s: shape arithmetic left as tensors: %s", label, exc)
+        return module
 
 
 def _model_name(name: str) -> str:
