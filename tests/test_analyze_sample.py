@@ -55,6 +55,30 @@ def test_every_caption_is_read(report: dict[str, Any], truth: dict[str, Any]) ->
         assert best <= 0.10, f"caption {caption['text']!r} not read; got {overlapping}"
 
 
+@pytest.mark.parametrize("mean, std", [(None, None),  # rapidocr's own: one scale
+                                       ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])])
+def test_the_detectors_input_is_rapidocrs_own(mean: list[float] | None,
+                                              std: list[float] | None) -> None:
+    """reelscope's one-pass normalization of a frame for the text detector gives what
+    rapidocr's own preprocessing gives, value for value (a frame of the sample)."""
+    import cv2
+    import numpy as np
+    from rapidocr.ch_ppocr_det.utils import DetPreProcess
+
+    from reelscope.tasks.ocr import DetInput
+
+    video = cv2.VideoCapture(str(SAMPLE))
+    video.set(cv2.CAP_PROP_POS_FRAMES, 45)
+    ok, bgr = video.read()
+    video.release()
+    assert ok
+    want = DetPreProcess(960, "max", mean, std)(bgr)
+    got = DetInput(960, "max", mean, std)(bgr)
+    assert want is not None and got is not None
+    assert got.shape == want.shape == (1, 3, 960, 544) and got.dtype == np.float32
+    assert float(np.abs(got - want).max()) < 1e-5
+
+
 def test_same_caption_across_frames_is_one_entry(report: dict[str, Any]) -> None:
     texts = [e["text"] for e in report["ocr"]]
     assert len(texts) == len(set(texts)), texts
