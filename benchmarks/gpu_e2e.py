@@ -285,7 +285,8 @@ def run(args: argparse.Namespace) -> None:
             cmd = [sys.executable, __file__, "measure", "--clip", str(args.clip),
                    "--device", device, "--src-label", str(src),
                    "--latency-runs", str(args.latency_runs),
-                   "--clips", str(args.clips if device != "cpu" else 0),
+                   # the CPU as a baseline to a GPU: latency only
+                   "--clips", str(args.clips if device == args.device else 0),
                    "--in-flight", str(args.in_flight),
                    "--naive-runs", str(args.naive_runs)] + (["--profile"] if args.profile else [])
             path = os.pathsep.join([str(Path(src).resolve()), os.environ.get("PYTHONPATH", "")])
