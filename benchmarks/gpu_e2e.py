@@ -11,9 +11,11 @@ the clip one at a time (every time kept) and ``--clips`` distinct copies of it w
 ``--in-flight`` at once (GPU utilization and the machine's CPU use sampled meanwhile;
 with ``--profile``, where the process's CPU goes, by ``threadprof.py``), with
 ``--naive-runs`` the naive path (each task after decoding, one after another), and, with
-``--cpu-baseline``, the same code on the CPU. ``--ceiling`` first measures decoding
-alone with this checkout's code, on the GPU's video engines and on every core: the
-ceiling the analysis's throughput is judged against. Checkouts before the one runtime
+``--cpu-baseline``, the same code on the CPU; each ``--variant KEY=VALUE`` measures the
+first checkout again with that environment variable set (a setting turned off, to see
+what it costs). ``--ceiling`` first measures decoding alone with this checkout's code,
+on the GPU's video engines and on every core: the ceiling the analysis's throughput is
+judged against. Checkouts before the one runtime
 (``reelscope.pipeline.models``) are driven through their own API.
 """
 
@@ -280,26 +282,32 @@ def run(args: argparse.Namespace) -> None:
                              if proc.returncode == 0 else {"error": proc.stderr[-2000:]})
         print(json.dumps(result["ceiling"]), flush=True)
     devices = [args.device] + (["cpu"] if args.cpu_baseline else [])
-    for src in args.src:
-        for device in devices:
-            cmd = [sys.executable, __file__, "measure", "--clip", str(args.clip),
-                   "--device", device, "--src-label", str(src),
-                   "--latency-runs", str(args.latency_runs),
-                   # the CPU as a baseline to a GPU: latency only
-                   "--clips", str(args.clips if device == args.device else 0),
-                   "--in-flight", str(args.in_flight),
-                   "--naive-runs", str(args.naive_runs)] + (["--profile"] if args.profile else [])
-            path = os.pathsep.join([str(Path(src).resolve()), os.environ.get("PYTHONPATH", "")])
-            env = {**os.environ, "PYTHONPATH": path}
-            proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-            if proc.returncode != 0:
-                result["runs"].append({"src": str(src), "device": device,
-                                       "error": proc.stderr[-2000:]})
-            else:
-                result["runs"].append(json.loads(proc.stdout.strip().splitlines()[-1]))
-            print(json.dumps(result["runs"][-1], ensure_ascii=False)[:1500], flush=True)
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(result, ensure_ascii=False, indent=1))
+    # each --variant: the first checkout again on the first device, with a setting changed
+    runs = [(src, device, "") for src in args.src for device in devices]
+    runs += [(args.src[0], args.device, v) for v in args.variant]
+    for src, device, variant in runs:
+        label = f"{src} {variant}".strip()
+        cmd = [sys.executable, __file__, "measure", "--clip", str(args.clip),
+               "--device", device, "--src-label", label,
+               "--latency-runs", str(args.latency_runs),
+               # the CPU as a baseline to a GPU: latency only
+               "--clips", str(args.clips if device == args.device else 0),
+               "--in-flight", str(args.in_flight),
+               "--naive-runs", str(args.naive_runs)] + (["--profile"] if args.profile else [])
+        path = os.pathsep.join([str(Path(src).resolve()), os.environ.get("PYTHONPATH", "")])
+        env = {**os.environ, "PYTHONPATH": path}
+        if variant:
+            key, _, value = variant.partition("=")
+            env[key] = value
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            result["runs"].append({"src": label, "device": device,
+                                   "error": proc.stderr[-2000:]})
+        else:
+            result["runs"].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        print(json.dumps(result["runs"][-1], ensure_ascii=False)[:1500], flush=True)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, ensure_ascii=False, indent=1))
 
 
 def main() -> None:
@@ -323,6 +331,9 @@ def main() -> None:
     r.add_argument("--src", type=Path, action="append", default=None,
                    help="a checkout to measure (repeat; default: this one)")
     r.add_argument("--cpu-baseline", action="store_true")
+    r.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE",
+                   help="the first --src again with this environment variable set (a "
+                        "setting, say REELSCOPE_MONITOR_SHADOW_ITEMS=0); repeat")
     r.add_argument("--ceiling", action="store_true",
                    help="first, decoding alone on the GPU and the CPU (the ceiling)")
     r.add_argument("--out", type=Path, required=True)

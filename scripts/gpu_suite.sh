@@ -6,7 +6,8 @@
 #                                            # CPU_BASELINE=1: each on the CPU too;
 #                                            # PROFILE=1: where the CPU goes under load;
 #                                            # CEILING=1: decoding alone first; NAIVE=N:
-#                                            # the naive path N times
+#                                            # the naive path N times; VARIANTS="K=V ...":
+#                                            # this checkout again with each setting
 #   bash scripts/gpu_suite.sh batch CLIP     # benchmarks/batch_scale.py --gpus: reelscope
 #                                            # batch on Ray with 1 GPU, then every GPU
 #   bash scripts/gpu_suite.sh copies DIR     # benchmarks/copy_devices.py: the copies made
@@ -34,6 +35,7 @@ case "${1:-}" in
     [ -n "${PROFILE:-}" ] && srcs+=(--profile)
     [ -n "${CEILING:-}" ] && srcs+=(--ceiling)
     [ -n "${NAIVE:-}" ] && srcs+=(--naive-runs "$NAIVE")
+    for v in ${VARIANTS:-}; do srcs+=(--variant "$v"); done
     python3 benchmarks/gpu_e2e.py run --clip "$2" "${srcs[@]}" --latency-runs "${RUNS:-10}" \
       --clips "${CLIPS:-24}" --in-flight "${IN_FLIGHT:-8}" --out "$OUT/gpu-e2e.json" \
       2>&1 | tee "$OUT/gpu-e2e.log"
