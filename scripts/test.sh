@@ -16,4 +16,5 @@ echo ">> ruff" >&2
 echo ">> mypy" >&2
 .venv/bin/mypy
 echo ">> pytest" >&2
-.venv/bin/python -m pytest -q "$@"
+# the slowest tests named at the end, so that a slower run says where its time went
+.venv/bin/python -m pytest -q --durations=15 "$@"
