@@ -64,8 +64,8 @@ def prepare(out: Path) -> None:
         for seek in range(0, mel.shape[1], N_FRAMES):
             w = mel[:, seek : seek + N_FRAMES]
             w = np.pad(w, ((0, 0), (0, N_FRAMES - w.shape[1])))
-            memories = rec.decoder.encode(w)
-            tokens.append(rec.decoder.tokens(memories, rec.decoder.language(memories)))
+            memories = rec.decoder.encode(w[None])
+            tokens.append(rec.decoder.tokens(memories, rec.decoder.languages(memories))[0])
             windows.append(w.astype(np.float32))
     inputs = out / "inputs"
     inputs.mkdir(parents=True, exist_ok=True)
@@ -117,14 +117,14 @@ def run(parts: list[Path], inputs: Path, out: Path) -> None:
         def clip(dec: GreedyDecoder = dec) -> list[list[int]]:
             got = []
             for w in mel:
-                memories = dec.encode(w)
-                got.append(dec.tokens(memories, dec.language(memories)))
+                memories = dec.encode(w[None])
+                got.append(dec.tokens(memories, dec.languages(memories))[0])
             torch.cuda.synchronize()
             return got
 
         def encoder(dec: GreedyDecoder = dec) -> None:
             for w in mel:
-                dec.encode(w)
+                dec.encode(w[None])
             torch.cuda.synchronize()
 
         with torch.inference_mode():

@@ -270,8 +270,10 @@ Memories = list[tuple[torch.Tensor, torch.Tensor]]
 
 
 class GreedyDecoder:
-    """One 30 s window at a time: encode, detect the language, decode greedily with
-    Whisper's suppression and timestamp rules. Needs torch only (no tokenizer)."""
+    """30 s windows: encode, detect the language, decode greedily with Whisper's
+    suppression and timestamp rules. Windows of several videos decode as one batch (each
+    row its own language and rules; a row that has ended waits for the others); one
+    window is a batch of one. Needs torch only (no tokenizer)."""
 
     def __init__(self, model: WhisperModel, tokens: WhisperTokens, device: torch.device,
                  dtype: torch.dtype) -> None:
@@ -280,37 +282,49 @@ class GreedyDecoder:
         self.device = device
         self.dtype = dtype
 
-    def encode(self, window: np.ndarray) -> Memories:
-        """Cross-attention memories of one (80, 3000) log-mel window."""
-        x = torch.from_numpy(np.ascontiguousarray(window))[None].to(self.device, self.dtype)
+    def encode(self, windows: np.ndarray) -> Memories:
+        """Cross-attention memories of (n, 80, 3000) log-mel windows."""
+        x = torch.from_numpy(np.ascontiguousarray(windows)).to(self.device, self.dtype)
         return self.model.memories(self.model.encode(x))
 
-    def language(self, memories: Memories) -> str:
+    def languages(self, memories: Memories) -> list[str]:
+        """Each window's language, from the first decoder step."""
+        rows = memories[0][0].shape[0]
         caches: list[dict[str, torch.Tensor]] = [{} for _ in memories]
-        logits = self.model.decode(self._ids([self.tok.sot]), memories, caches, 0)[0]
+        logits = self.model.decode(self._ids([[self.tok.sot]] * rows), memories, caches, 0)
         ids = list(self.tok.languages)
-        return self.tok.languages[ids[int(torch.argmax(logits[ids]))]]
+        best = torch.argmax(logits[:, ids], dim=-1).tolist()
+        return [self.tok.languages[ids[i]] for i in best]
 
-    def tokens(self, memories: Memories, language: str) -> list[int]:
-        """The generated tokens (text and timestamps), without the prompt and the end."""
+    def tokens(self, memories: Memories, languages: list[str]) -> list[list[int]]:
+        """Each window's generated tokens (text and timestamps), without the prompt and the
+        end, each in its language."""
         tok = self.tok
-        lang_id = next(i for i, c in tok.languages.items() if c == language)
-        prompt = [tok.sot, lang_id, tok.transcribe]
+        ids = {c: i for i, c in tok.languages.items()}
+        prompts = [[tok.sot, ids[language], tok.transcribe] for language in languages]
         caches: list[dict[str, torch.Tensor]] = [{} for _ in memories]
-        logits = self.model.decode(self._ids(prompt), memories, caches, 0)[0].float()
-        out: list[int] = []
-        offset = len(prompt)
-        while len(out) < MAX_NEW_TOKENS:
-            nxt = int(torch.argmax(self._rules(logits, out)))
-            if nxt == tok.eot:
-                break
-            out.append(nxt)
-            logits = self.model.decode(self._ids([nxt]), memories, caches, offset)[0].float()
+        logits = self.model.decode(self._ids(prompts), memories, caches, 0).float()
+        outs: list[list[int]] = [[] for _ in prompts]
+        done = [False] * len(prompts)
+        offset = len(prompts[0])
+        while True:
+            step = []
+            for i, out in enumerate(outs):
+                nxt = tok.eot
+                if not done[i] and len(out) < MAX_NEW_TOKENS:
+                    nxt = int(torch.argmax(self._rules(logits[i], out)))
+                if nxt == tok.eot:
+                    done[i] = True
+                else:
+                    out.append(nxt)
+                step.append([nxt])
+            if all(done):
+                return outs
+            logits = self.model.decode(self._ids(step), memories, caches, offset).float()
             offset += 1
-        return out
 
-    def _ids(self, tokens: list[int]) -> torch.Tensor:
-        return torch.tensor([tokens], device=self.device)
+    def _ids(self, rows: list[list[int]]) -> torch.Tensor:
+        return torch.tensor(rows, device=self.device)
 
     def _rules(self, logits: torch.Tensor, out: list[int]) -> torch.Tensor:
         """Whisper's suppression and timestamp rules for the next token."""
