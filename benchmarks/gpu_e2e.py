@@ -156,8 +156,15 @@ def open_runtime(settings: Any) -> tuple[Any, Any]:
 
 def batcher_stats(runtime: Any) -> dict[str, dict[str, float]]:
     served = getattr(runtime, "_served", [])
-    return {m.name: {"batches": m.batcher.stats.batches, "items": m.batcher.stats.items,
-                     "mean_batch": round(m.batcher.stats.mean_batch, 2)} for m in served}
+    out = {m.name: {"batches": m.batcher.stats.batches, "items": m.batcher.stats.items,
+                    "mean_batch": round(m.batcher.stats.mean_batch, 2)} for m in served}
+    speech = getattr(runtime, "__dict__", {}).get("speech")
+    if hasattr(speech, "stats"):  # Whisper's worker processes: 30 s windows per batch
+        s = speech.stats()
+        out["whisper-windows"] = {"batches": s.batches, "items": s.windows,
+                                  "mean_batch": round(s.windows / max(1, s.batches), 2),
+                                  "largest": s.largest}
+    return out
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:

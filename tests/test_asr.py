@@ -93,3 +93,84 @@ def test_log_mel_in_chunks_is_faster_whispers(seconds: float) -> None:
     ours, theirs = log_mel(audio, features), features(audio)
     assert ours.shape == theirs.shape
     assert float(np.abs(ours - theirs).max()) < 1e-5
+
+
+def test_windows_arriving_while_a_batch_runs_are_decoded_together() -> None:
+    """A window that finds no batch running is decoded at once; the windows that arrive
+    meanwhile wait and go together in the next batch, each getting its own answer; a
+    failing batch fails its windows only."""
+    import threading
+
+    from reelscope.tasks.asr import WindowBatches
+
+    first_running, release = threading.Event(), threading.Event()
+    batches: list[list[str]] = []
+
+    def decode(mels: np.ndarray, languages: list[str]) -> list[tuple[str, list[int]]]:
+        batches.append(languages)
+        if len(batches) == 1:
+            first_running.set()
+            release.wait(30)
+        if "xx" in languages:
+            raise ModelError("no such language")
+        return [(language or "en", [int(m[0, 0])])
+                for m, language in zip(mels, languages, strict=True)]
+
+    windows = WindowBatches(decode, max_batch=2)
+    got: dict[int, tuple[str, list[int]]] = {}
+
+    def ask(i: int, language: str) -> None:
+        got[i] = windows.decode(np.full((80, 3000), i, np.float32), language)
+
+    first = threading.Thread(target=ask, args=(1, ""))
+    first.start()
+    assert first_running.wait(30)
+    later = [threading.Thread(target=ask, args=(i, lang))
+             for i, lang in ((2, "zh"), (3, ""), (4, "fr"))]
+    for t in later:
+        t.start()
+    while len(windows._waiting) < 3:  # all three wait behind the first batch
+        threading.Event().wait(0.01)
+    release.set()
+    for t in [first, *later]:
+        t.join(30)
+    assert got == {1: ("en", [1]), 2: ("zh", [2]), 3: ("en", [3]), 4: ("fr", [4])}
+    assert batches == [[""], ["zh", ""], ["fr"]]  # at most two a batch, in arrival order
+    stats = windows.stats()
+    assert (stats.windows, stats.batches, stats.largest) == (4, 3, 2)
+    with pytest.raises(ModelError, match="no such language"):
+        windows.decode(np.zeros((80, 3000), np.float32), "xx")
+    assert windows.decode(np.full((80, 3000), 5, np.float32), "de") == ("de", [5])
+
+
+def test_a_speech_worker_hears_videos_sent_at_once_as_each_alone(
+        model_dir: Path, sample_audio: np.ndarray) -> None:
+    """The GPU's speech worker process (here on the CPU): transcripts asked for at once
+    have their windows decoded in batches, and each is what the recognizer hears alone; a
+    worker that dies is one clear error."""
+    import os
+    import signal
+    from concurrent.futures import ThreadPoolExecutor
+
+    from reelscope.gpu.speech import SpeechProcesses
+
+    readings = [samples.astype(np.float32) / 32768 for samples, _ in phoneclips.librivox()]
+    audios = [sample_audio, readings[0], readings[1]]
+    alone = SpeechRecognizer(model_dir)
+    want = [alone.transcribe(a) for a in audios]
+    workers = SpeechProcesses(model_dir, "cpu", "fp32", processes=1)
+    try:
+        with ThreadPoolExecutor(len(audios)) as pool:
+            heard = list(pool.map(workers.transcribe, audios))
+        assert [h.text for h in heard] == [w.text for w in want]
+        assert [h.segments for h in heard] == [w.segments for w in want]
+        assert heard[0].text == SAMPLE_SPEECH
+        stats = workers.stats()
+        assert stats.windows == 3 and stats.batches <= 3
+        pid = workers.workers[0].process.pid
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        with pytest.raises(ModelError, match="speech worker process"):
+            workers.transcribe(sample_audio)
+    finally:
+        workers.close()

@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +98,92 @@ def is_silent(audio: np.ndarray) -> bool:
     return audio.size == 0 or float(np.sqrt(np.mean(audio.astype(np.float64) ** 2))) < SILENCE_RMS
 
 
+MAX_WINDOWS = 8  # 30 s windows of different videos decoded as one batch, at most
+
+
+@dataclass
+class _Window:
+    mel: np.ndarray  # (80, 3000) log-mel
+    language: str  # "" to detect it
+    wake: threading.Event = field(default_factory=threading.Event)
+    answered: bool = False
+    answer: tuple[str, list[int]] = ("", [])
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class WindowStats:
+    windows: int
+    batches: int
+    largest: int  # windows in the largest batch
+
+
+class WindowBatches:
+    """The 30 s windows of every transcript being made at once, decoded in batches (on a
+    GPU a decoder step costs about the same for eight windows as for one: its time goes
+    to launching small kernels). No thread of its own and no waiting for a batch to fill:
+    a caller whose window finds no batch running runs one, of every window waiting (up to
+    ``max_batch``), and hands the next to a caller still waiting; the others wait for
+    their answer. On one CPU core a batch costs what its windows cost one by one, so the
+    CPU path decodes each video's windows on its own thread instead."""
+
+    def __init__(self, decode: Callable[[np.ndarray, list[str]], list[tuple[str, list[int]]]],
+                 max_batch: int = MAX_WINDOWS) -> None:
+        self._decode = decode
+        self.max_batch = max_batch
+        self._lock = threading.Lock()
+        self._waiting: list[_Window] = []
+        self._running = False
+        self._windows = self._batches = self._largest = 0
+
+    def decode(self, mel: np.ndarray, language: str) -> tuple[str, list[int]]:
+        """(language, tokens) of one window; ``language`` "" to detect it."""
+        me = _Window(mel, language)
+        with self._lock:
+            self._waiting.append(me)
+            lead = not self._running
+            self._running = True
+        if not lead:
+            me.wake.wait()  # answered, or woken to run the next batch
+        ran = False
+        while not me.answered:
+            ran = True
+            self._run_batch()
+        if ran:  # the next batch is a waiting caller's to run
+            with self._lock:
+                if self._waiting:
+                    self._waiting[0].wake.set()
+                else:
+                    self._running = False
+        if me.error is not None:
+            raise me.error
+        return me.answer
+
+    def stats(self) -> WindowStats:
+        with self._lock:
+            return WindowStats(self._windows, self._batches, self._largest)
+
+    def _run_batch(self) -> None:
+        with self._lock:
+            batch = self._waiting[: self.max_batch]
+            del self._waiting[: self.max_batch]
+            self._windows += len(batch)
+            self._batches += 1
+            self._largest = max(self._largest, len(batch))
+        try:
+            answers = self._decode(np.stack([w.mel for w in batch]),
+                                   [w.language for w in batch])
+        except Exception as exc:  # every window of the batch fails with it
+            for w in batch:
+                w.error = exc
+        else:
+            for w, answer in zip(batch, answers, strict=True):
+                w.answer = answer
+        for w in batch:
+            w.answered = True
+            w.wake.set()
+
+
 class SpeechRecognizer:
     """Whisper on any device: faster-whisper's VAD (speech chunks joined) and log-mel
     features, then :class:`~reelscope.tasks.whisper.GreedyDecoder` over 30 s windows (each
@@ -103,7 +192,10 @@ class SpeechRecognizer:
     clip gives the same transcript on every device (greedy: as accurate as beam search
     on the test clips and faster, BENCHMARKS.md)."""
 
-    def __init__(self, model_dir: Path, device: str = "cpu", precision: str = "fp32") -> None:
+    def __init__(self, model_dir: Path, device: str = "cpu", precision: str = "fp32",
+                 batch_windows: bool = False) -> None:
+        """``batch_windows``: the windows of transcripts made at once (from several
+        threads) are decoded in batches (:class:`WindowBatches`)."""
         import tokenizers
         from faster_whisper.feature_extractor import FeatureExtractor
 
@@ -115,6 +207,7 @@ class SpeechRecognizer:
         self.hf = tokenizers.Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self.decoder = GreedyDecoder(weights, WhisperTokens.from_tokenizer(self.hf),
                                      torch.device(device), DTYPES[precision])
+        self.windows = WindowBatches(self._decode) if batch_windows else None
 
     @property
     def engine(self) -> EngineUse:
@@ -152,10 +245,13 @@ class SpeechRecognizer:
         while seek < mel.shape[1]:
             window = mel[:, seek : seek + N_FRAMES]
             frames = window.shape[1]
-            memories = self.decoder.encode(np.pad(window, ((0, 0), (0, N_FRAMES - frames))))
-            language = language or self.decoder.language(memories)
+            padded = np.pad(window, ((0, 0), (0, N_FRAMES - frames)))
+            if self.windows is not None:
+                language, out = self.windows.decode(padded, language)
+            else:
+                language, out = self._decode(padded[None], [language])[0]
             offset_s = seek * 0.01
-            found = self._segments(self.decoder.tokens(memories, language), frames * 0.01)
+            found = self._segments(out, frames * 0.01)
             seek += frames
             if seek < mel.shape[1]:  # more speech follows this (full) window
                 resume_s = _resume_at(found, frames * 0.01)
@@ -174,6 +270,15 @@ class SpeechRecognizer:
             return Transcript()
         joiner = "" if language in ("zh", "ja") else " "
         return Transcript(language, joiner.join(s.text for s in segments), tuple(segments))
+
+    @torch.inference_mode()
+    def _decode(self, windows: np.ndarray, languages: list[str]) -> list[tuple[str, list[int]]]:
+        """(language, tokens) of each window; a language "" is detected."""
+        memories = self.decoder.encode(windows)
+        if not all(languages):
+            found = self.decoder.languages(memories)
+            languages = [given or seen for given, seen in zip(languages, found, strict=True)]
+        return list(zip(languages, self.decoder.tokens(memories, languages), strict=True))
 
     def _segments(self, out: list[int], content_s: float) -> list[tuple[float, float, str]]:
         """(start, end, text) per timestamp pair of one window."""
