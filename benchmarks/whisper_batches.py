@@ -1,0 +1,116 @@
+"""Whisper's 30 s windows of several videos: one after another, on a thread each at once,
+and as one batch (what the GPU's speech workers do, ``reelscope.tasks.asr.WindowBatches``),
+on one device, in one run: the time of each way and whether each window's tokens are the
+ones it gets alone.
+
+    python benchmarks/whisper_batches.py [--device cpu|cuda:0] [--videos 4] [--repeat 3]
+        [--out results.json]
+
+Audio: the sample clip's speech and the LibriVox readings of Debian's
+pocketsphinx-testdata, a window each (the first 30 s of its speech, as the recognizer
+cuts it). On the CPU torch gets ``--threads`` threads (the speech lane's share).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from machine import describe, stamp
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT / "scripts")]
+
+import phoneclips  # noqa: E402
+
+from reelscope.tasks import asr  # noqa: E402
+from reelscope.tasks.whisper import N_FRAMES  # noqa: E402
+from reelscope.video.decode import decode_audio  # noqa: E402
+from reelscope.video.media import Limits, probe  # noqa: E402
+
+
+def windows(recognizer: asr.SpeechRecognizer, count: int) -> np.ndarray:
+    audios = [decode_audio(probe(ROOT / "samples" / "sample.mp4", Limits(600, 8192, 4096)))]
+    audios += [s.astype(np.float32) / 32768 for s, _ in phoneclips.librivox()]
+    out = []
+    for audio in (audios * count)[:count]:
+        prepared = recognizer.speech_mel(audio)
+        assert prepared is not None
+        mel = prepared[0][:, :N_FRAMES]
+        out.append(np.pad(mel, ((0, 0), (0, N_FRAMES - mel.shape[1]))))
+    return np.stack(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--videos", type=int, default=4)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(args.threads)
+    cuda = args.device.startswith("cuda")
+    model_dir = asr.prepare_model_dir(Path(tempfile.mkdtemp(prefix="rs-whisper-batches-")))
+    recognizer = asr.SpeechRecognizer(model_dir, args.device, "fp16" if cuda else "fp32")
+    mels = windows(recognizer, args.videos)
+
+    def decode(batch: np.ndarray) -> list[tuple[str, list[int]]]:
+        got = recognizer._decode(batch, [""] * len(batch))
+        if cuda:
+            torch.cuda.synchronize()
+        return got
+
+    def one_by_one() -> list[tuple[str, list[int]]]:
+        return [decode(m[None])[0] for m in mels]
+
+    def threads() -> list[tuple[str, list[int]]]:
+        got: list[tuple[str, list[int]]] = [("", [])] * len(mels)
+
+        def run(i: int) -> None:
+            got[i] = decode(mels[i][None])[0]
+
+        each = [threading.Thread(target=run, args=(i,)) for i in range(len(mels))]
+        for t in each:
+            t.start()
+        for t in each:
+            t.join()
+        return got
+
+    def batch() -> list[tuple[str, list[int]]]:
+        return decode(mels)
+
+    alone = one_by_one()  # also the warm-up
+    head = stamp()
+    result: dict[str, object] = {**head, "device": args.device, "videos": args.videos,
+                                 "threads": args.threads,
+                                 "tokens": [len(t) for _, t in alone]}
+    ways: dict[str, Callable[[], list[tuple[str, list[int]]]]] = {
+        "one_by_one": one_by_one, "a_thread_each": threads, "one_batch": batch}
+    for name, way in ways.items():
+        times, same = [], True
+        for _ in range(args.repeat):
+            start = time.perf_counter()
+            got = way()
+            times.append(round(time.perf_counter() - start, 3))
+            same = same and got == alone
+        result[name] = {"median_s": statistics.median(times), "times_s": times,
+                        "same_tokens_as_alone": same}
+        print(name, result[name], flush=True)
+    print(describe(head["machine"]))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
