@@ -120,12 +120,15 @@ class WindowStats:
 
 class WindowBatches:
     """The 30 s windows of every transcript being made at once, decoded in batches (on a
-    GPU a decoder step costs about the same for eight windows as for one: its time goes
-    to launching small kernels). No thread of its own and no waiting for a batch to fill:
+    GPU a decoder step is bound by launching its small kernels: 2.6 ms in fp32 and 3.0 in
+    fp16 at batch 1, BENCHMARKS.md; a batch shares the launches). No thread of its own
+    and no waiting for a batch to fill:
     a caller whose window finds no batch running runs one, of every window waiting (up to
     ``max_batch``), and hands the next to a caller still waiting; the others wait for
-    their answer. On one CPU core a batch costs what its windows cost one by one, so the
-    CPU path decodes each video's windows on its own thread instead."""
+    their answer. On a CPU a batch of four took four fifths of the time of its windows
+    one by one, on one core, where a thread each on two cores took half
+    (``benchmarks/whisper_batches.py``): the CPU path decodes each video's windows on
+    its own thread instead."""
 
     def __init__(self, decode: Callable[[np.ndarray, list[str]], list[tuple[str, list[int]]]],
                  max_batch: int = MAX_WINDOWS) -> None:
