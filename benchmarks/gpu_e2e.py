@@ -15,8 +15,8 @@ with ``--profile``, where the process's CPU goes, by ``threadprof.py``), with
 first checkout again with that environment variable set (a setting turned off, to see
 what it costs). ``--ceiling`` first measures decoding alone with this checkout's code,
 on the GPU's video engines and on every core: the ceiling the analysis's throughput is
-judged against. Checkouts before the one runtime
-(``reelscope.pipeline.models``) are driven through their own API.
+judged against. Checkouts before the one runtime (``reelscope.pipeline.models``) are
+driven through their own API.
 """
 
 from __future__ import annotations
