@@ -127,10 +127,10 @@ def test_windows_arriving_while_a_batch_runs_are_decoded_together() -> None:
     assert first_running.wait(30)
     later = [threading.Thread(target=ask, args=(i, lang))
              for i, lang in ((2, "zh"), (3, ""), (4, "fr"))]
-    for t in later:
+    for waiting, t in enumerate(later, 1):  # each waits behind the first batch, in turn
         t.start()
-    while len(windows._waiting) < 3:  # all three wait behind the first batch
-        threading.Event().wait(0.01)
+        while len(windows._waiting) < waiting:
+            threading.Event().wait(0.01)
     release.set()
     for t in [first, *later]:
         t.join(30)
