@@ -155,15 +155,15 @@ def open_runtime(settings: Any) -> tuple[Any, Any]:
 
 
 def batcher_stats(runtime: Any) -> dict[str, dict[str, float]]:
-    served = getattr(runtime, "_served", [])
-    out = {m.name: {"batches": m.batcher.stats.batches, "items": m.batcher.stats.items,
-                    "mean_batch": round(m.batcher.stats.mean_batch, 2)} for m in served}
+    def of(stats: Any) -> dict[str, float]:
+        return {"batches": stats.batches, "items": stats.items,
+                "mean_batch": round(stats.mean_batch, 2)}
+
+    out = {m.name: of(m.batcher.stats) for m in getattr(runtime, "_served", [])}
     speech = getattr(runtime, "__dict__", {}).get("speech")
     if hasattr(speech, "stats"):  # Whisper's worker processes: 30 s windows per batch
-        s = speech.stats()
-        out["whisper-windows"] = {"batches": s.batches, "items": s.windows,
-                                  "mean_batch": round(s.windows / max(1, s.batches), 2),
-                                  "largest": s.largest}
+        stats = speech.stats()
+        out["whisper-windows"] = {**of(stats), "largest": max(stats.sizes, default=0)}
     return out
 
 

@@ -137,7 +137,7 @@ def test_windows_arriving_while_a_batch_runs_are_decoded_together() -> None:
     assert got == {1: ("en", [1]), 2: ("zh", [2]), 3: ("en", [3]), 4: ("fr", [4])}
     assert batches == [[""], ["zh", ""], ["fr"]]  # at most two a batch, in arrival order
     stats = windows.stats()
-    assert (stats.windows, stats.batches, stats.largest) == (4, 3, 2)
+    assert (stats.items, stats.batches, stats.sizes) == (4, 3, [1, 2, 1])
     with pytest.raises(ModelError, match="no such language"):
         windows.decode(np.zeros((80, 3000), np.float32), "xx")
     assert windows.decode(np.full((80, 3000), 5, np.float32), "de") == ("de", [5])
@@ -166,7 +166,7 @@ def test_a_speech_worker_hears_videos_sent_at_once_as_each_alone(
         assert [h.segments for h in heard] == [w.segments for w in want]
         assert heard[0].text == SAMPLE_SPEECH
         stats = workers.stats()
-        assert stats.windows == 3  # a window each, through the batches
+        assert stats.items == 3  # a window each, through the batches
         pid = workers.workers[0].process.pid
         assert pid is not None
         os.kill(pid, signal.SIGKILL)

@@ -23,8 +23,9 @@ import numpy as np
 
 from reelscope.errors import ModelError
 from reelscope.models import model
+from reelscope.pipeline.batcher import BatcherStats
 from reelscope.report import EngineUse, Transcript
-from reelscope.tasks.asr import MAX_WINDOWS, WindowStats
+from reelscope.tasks.asr import MAX_WINDOWS
 
 START_TIMEOUT_S = 600.0  # loading Whisper (and CUDA) in a new process
 STOP_TIMEOUT_S = 10.0
@@ -192,11 +193,11 @@ class SpeechProcesses:
         result: Transcript = worker.call("transcribe", audio).result()
         return result
 
-    def stats(self) -> WindowStats:
-        """How the workers batched the windows they decoded, all together."""
+    def stats(self) -> BatcherStats:
+        """How the workers batched the windows they decoded (the items), all together."""
         each = [w.call("stats").result() for w in self.workers]
-        return WindowStats(sum(s.windows for s in each), sum(s.batches for s in each),
-                           max((s.largest for s in each), default=0))
+        return BatcherStats(sum(s.batches for s in each), sum(s.items for s in each),
+                            sum(s.oom_splits for s in each), [n for s in each for n in s.sizes])
 
     def close(self) -> None:
         for worker in self.workers:

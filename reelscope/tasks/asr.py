@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -17,6 +18,7 @@ import torch
 from reelscope.digest import sha256_file
 from reelscope.errors import ModelError
 from reelscope.models import model
+from reelscope.pipeline.batcher import BatcherStats
 from reelscope.report import EngineUse, Segment, Transcript
 from reelscope.tasks.lang import UNDETERMINED, language_of
 from reelscope.tasks.whisper import (
@@ -111,13 +113,6 @@ class _Window:
     error: BaseException | None = None
 
 
-@dataclass(frozen=True)
-class WindowStats:
-    windows: int
-    batches: int
-    largest: int  # windows in the largest batch
-
-
 class WindowBatches:
     """The 30 s windows of every transcript being made at once, decoded in batches (on a
     GPU a decoder step is bound by launching its small kernels: 2.6 ms in fp32 and 3.0 in
@@ -137,7 +132,7 @@ class WindowBatches:
         self._lock = threading.Lock()
         self._waiting: list[_Window] = []
         self._running = False
-        self._windows = self._batches = self._largest = 0
+        self._stats = BatcherStats()  # a batcher's: windows are its items
 
     def decode(self, mel: np.ndarray, language: str) -> tuple[str, list[int]]:
         """(language, tokens) of one window; ``language`` "" to detect it."""
@@ -162,17 +157,17 @@ class WindowBatches:
             raise me.error
         return me.answer
 
-    def stats(self) -> WindowStats:
+    def stats(self) -> BatcherStats:
         with self._lock:
-            return WindowStats(self._windows, self._batches, self._largest)
+            return dataclasses.replace(self._stats, sizes=list(self._stats.sizes))
 
     def _run_batch(self) -> None:
         with self._lock:
             batch = self._waiting[: self.max_batch]
             del self._waiting[: self.max_batch]
-            self._windows += len(batch)
-            self._batches += 1
-            self._largest = max(self._largest, len(batch))
+            self._stats.batches += 1
+            self._stats.items += len(batch)
+            self._stats.sizes.append(len(batch))
         try:
             answers = self._decode(np.stack([w.mel for w in batch]),
                                    [w.language for w in batch])
