@@ -485,3 +485,46 @@ def test_the_ocr_models_replay_as_cuda_graphs_and_agree_with_onnx_runtime() -> N
                 assert float(np.abs(got - eager).max()) < 5e-3, (kind, shape)
                 assert float(np.abs(got - want).max()) < 2e-2, (kind, shape)
             assert runner.cuda_graphs and runner.graphs == graphs, kind
+
+
+@pytest.mark.gpu
+def test_models_captured_as_cuda_graphs_at_the_same_time_all_keep_their_graphs() -> None:
+    """Two models met new shapes in two threads at once (as the OCR models and the
+    classifier do when the first videos arrive): each shape of each is captured, and every
+    answer is the module's own. Before captures were taken one at a time, a capture's
+    opening synchronize failed while the other thread captured, and both fell back."""
+    import threading
+
+    import torch
+
+    from reelscope.engine.eager import EagerRunner
+    from reelscope.engine.options import Profile
+
+    torch.manual_seed(0)
+    shapes = [(1, 3, 64, 64 + 32 * i) for i in range(6)]
+    profile = Profile("x", (1, 3, 32, 32), (1, 3, 64, 64), (8, 3, 64, 512))
+    runners = [EagerRunner(torch.nn.Sequential(*(torch.nn.Conv2d(3, 3, 3, padding=1)
+                                                 for _ in range(12))),
+                           ("x",), ("y",), (profile,), device="cuda", cuda_graphs=True)
+               for _ in range(2)]
+    pictures = [np.random.default_rng(i).uniform(-1, 1, s).astype(np.float32)
+                for i, s in enumerate(shapes)]
+    start = threading.Barrier(2)
+    answers: dict[int, list[np.ndarray]] = {}
+
+    def run(k: int) -> None:
+        start.wait()
+        answers[k] = [runners[k].infer({"x": p})["y"] for p in pictures]
+
+    with runners[0], runners[1]:
+        threads = [threading.Thread(target=run, args=(k,)) for k in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for k, runner in enumerate(runners):
+            assert runner.cuda_graphs and runner.graphs == len(shapes), k
+            with torch.inference_mode():
+                for picture, got in zip(pictures, answers[k], strict=True):
+                    want = runner.module(torch.from_numpy(picture).cuda()).cpu().numpy()
+                    assert float(np.abs(got - want).max()) < 1e-5, k

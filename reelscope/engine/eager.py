@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from reelscope.engine.base import Runner, TensorSpec, specs_from_profiles
+from reelscope.engine.base import Runner, TensorSpec, capturing, specs_from_profiles
 from reelscope.engine.options import Profile
 
 if TYPE_CHECKING:
@@ -140,8 +140,7 @@ class EagerRunner(Runner):
             self._pool = torch.cuda.graph_pool_handle()
         static_in = [x.clone() for x in inputs]
         graph = torch.cuda.CUDAGraph()
-        # thread-local capture: the other models keep running on their own streams meanwhile
-        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
+        with capturing(graph, self._pool):
             static_out = _as_list(self.module(*static_in))
         return graph, static_in, static_out
 

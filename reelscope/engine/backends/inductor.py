@@ -38,6 +38,7 @@ from reelscope.engine.base import (
     Candidate,
     Runner,
     TensorSpec,
+    capturing,
     specs_from_profiles,
 )
 from reelscope.engine.manifest import Manifest, cpu_identity
@@ -255,8 +256,7 @@ class TorchRunner(Runner):
                 model(*static_in)
         torch.cuda.current_stream().wait_stream(side)
         graph = torch.cuda.CUDAGraph()
-        # thread-local capture: the other models keep running on their own streams meanwhile
-        with torch.cuda.graph(graph, capture_error_mode="thread_local"), torch.no_grad():
+        with capturing(graph), torch.no_grad():
             static_out = _as_list(model(*static_in))
         return graph, static_in, static_out
 
