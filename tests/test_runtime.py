@@ -162,30 +162,59 @@ def test_a_gpu_reads_and_hears_what_the_cpu_does(
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize("segments", [1, 4])
 def test_a_video_whose_gpu_decoding_fails_is_finished_on_the_cpu(
         tmp_path: Path, cache_dir: Path, truth: dict[str, Any],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """NVDEC gives the first frames, then fails: the CPU decodes the rest, every caption
-    is read (no frame lost), and the report says the CPU's decoder took over."""
+        monkeypatch: pytest.MonkeyPatch, segments: int) -> None:
+    """NVDEC gives the first frames, then fails (in one of its decoders, when the video is
+    decoded in segments): the CPU decodes the rest, every caption is read (no frame lost),
+    and the report says the CPU's decoder took over."""
     import PyNvVideoCodec as nvc
 
     real = nvc.SimpleDecoder.get_batch_frames_by_index
     calls = []
+    lock = threading.Lock()
 
     def fails_second_time(self: Any, indices: list[int]) -> Any:
-        calls.append(indices)
-        if len(calls) == 2:
+        with lock:
+            calls.append(indices)
+            failing = len(calls) == 2
+        if failing:
             raise RuntimeError("CUDA_ERROR_LAUNCH_FAILED")
         return real(self, indices)
 
     monkeypatch.setattr(nvc.SimpleDecoder, "get_batch_frames_by_index", fails_second_time)
-    with Runtime(_settings(tmp_path, cache_dir, device="cuda")) as rt:
+    with Runtime(_settings(tmp_path, cache_dir, device="cuda",
+                           decode_segments=segments)) as rt:
         report = rt.analyze(SAMPLE, save=False)
-    assert len(calls) == 2 and len(calls[0]) == nvdec.BATCH  # one batch came from NVDEC
+    assert len(calls) >= 2
+    if segments == 1:
+        assert len(calls) == 2 and len(calls[0]) == nvdec.BATCH  # one batch came from NVDEC
     decoded = report.engines["decode"]
     assert (decoded.backend, decoded.path, decoded.fallback_active) == (
         "ffmpeg", "fallback", True)
     _reads_and_hears_the_sample(report, truth)  # every caption: no frame lost
+
+
+@pytest.mark.gpu
+def test_the_gpus_decoders_give_a_videos_segments_the_frames_one_decoder_gives() -> None:
+    """The sample cut at keyframes into 4 runs, each decoded by an NVDEC decoder of its
+    own at once: the same frames, times and pixels as one decoder gives for the video."""
+    from reelscope.video.decode import index_video
+    from reelscope.video.segments import plan
+
+    settings = Settings.from_env({})
+    info = probe(SAMPLE, Limits.of(settings))
+    index = index_video(info, 1.0 / settings.sample_fps)
+    assert index is not None
+    assert len(plan(index.keyframes, info.duration_s, 4)) == 4
+    whole = {f.index: f for f in nvdec.nvdec_frames(info, index, "cuda:0")}
+    cut = list(nvdec.nvdec_frames(info, index, "cuda:0", segments=4))
+    assert len(whole) == len(index.chosen) == len(cut)
+    assert sorted(f.index for f in cut) == sorted(whole)
+    for frame in cut:
+        assert frame.time_s == whole[frame.index].time_s
+        assert np.array_equal(frame.rgb, whole[frame.index].rgb), frame.index
 
 
 def test_which_videos_the_gpus_decoder_takes() -> None:

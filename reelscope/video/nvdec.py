@@ -15,6 +15,7 @@ says why another is not; the analyzer decodes that one on the CPU.
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import logging
 from collections.abc import Iterator
@@ -25,7 +26,7 @@ import numpy as np
 from reelscope.report import EngineUse
 from reelscope.video.decode import Frame, Pictures, VideoIndex, check_ends, index_video
 from reelscope.video.media import MediaInfo
-from reelscope.video.segments import decode_frames
+from reelscope.video.segments import Emit, decode_frames, in_parallel, plan
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +61,27 @@ def unsupported(info: MediaInfo, device: str) -> str:
     return ""
 
 
-def nvdec_frames(info: MediaInfo, index: VideoIndex, device: str) -> Iterator[Frame]:
-    """The sampled frames of ``index`` decoded on ``device``'s video engines, in order, as
-    :class:`Pictures` makes them on the CPU (scaled, turned as shown). Raises
-    :class:`NvdecError` when the decoder fails or disagrees with the index about the
-    frames; :class:`CorruptMediaError` as the CPU path does for a truncated video."""
+def nvdec_frames(info: MediaInfo, index: VideoIndex, device: str, segments: int = 1
+                 ) -> Iterator[Frame]:
+    """The sampled frames of ``index`` decoded on ``device``'s video engines, as
+    :class:`Pictures` makes them on the CPU (scaled, turned as shown). With ``segments``
+    > 1 the video is cut at keyframes (:func:`segments.plan`) and each run is decoded by a
+    decoder of its own, at once (the GPU has several video engines): frames come in each
+    run's order, the runs' interleaved. Raises :class:`NvdecError` when a decoder fails or
+    disagrees with the index about the frames; :class:`CorruptMediaError` as the CPU path
+    does for a truncated video."""
+    runs = plan(index.keyframes, info.duration_s, segments)
+    kept = sorted(index.chosen, key=index.chosen.__getitem__)
+    wanted = [[p for p in kept if run.start_s <= index.times[p] < run.end_s] for run in runs]
+    parts = [functools.partial(_decode, info, index, device, w) for w in wanted if w]
+    count, last_t = yield from in_parallel(parts)
+    check_ends(info, count, last_t)
+
+
+def _decode(info: MediaInfo, index: VideoIndex, device: str, kept: list[int], emit: Emit
+            ) -> float:
+    """Decode the frames ``kept`` (their pts, in order) with a decoder of their own and hand
+    each to ``emit``; the last one's time."""
     import PyNvVideoCodec as nvc
     import torch
     import torch.nn.functional as F
@@ -81,12 +98,12 @@ def nvdec_frames(info: MediaInfo, index: VideoIndex, device: str) -> Iterator[Fr
     if count != len(shown):
         raise NvdecError(f"it counts {count} frames, the packets {len(shown)}")
     position = {pts: i for i, pts in enumerate(shown)}
-    kept = sorted(index.chosen, key=index.chosen.__getitem__)
     width, height = Pictures(info).stored_size
     orientation = info.orientation
     last_t = -1.0
     with torch.cuda.device(gpu), torch.inference_mode():
         for start in range(0, len(kept), BATCH):
+            emit.check()
             batch = kept[start : start + BATCH]
             try:
                 decoded = decoder.get_batch_frames_by_index([position[p] for p in batch])
@@ -102,9 +119,9 @@ def nvdec_frames(info: MediaInfo, index: VideoIndex, device: str) -> Iterator[Fr
             host = rgb.contiguous().cpu().numpy()
             for pts, picture in zip(batch, host, strict=True):
                 last_t = index.times[pts]
-                yield Frame(index=index.chosen[pts], time_s=max(last_t, 0.0),
-                            rgb=orientation.apply(np.ascontiguousarray(picture)))
-    check_ends(info, len(kept), last_t)
+                emit(Frame(index=index.chosen[pts], time_s=max(last_t, 0.0),
+                           rgb=orientation.apply(np.ascontiguousarray(picture))))
+    return last_t
 
 
 class Decoding:
@@ -127,7 +144,7 @@ class Decoding:
                 self.why_cpu = "its packets have no timestamps"
             else:
                 try:
-                    for frame in nvdec_frames(self.info, index, self.device):
+                    for frame in nvdec_frames(self.info, index, self.device, self.segments):
                         handed.add(frame.index)
                         yield frame
                     return

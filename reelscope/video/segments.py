@@ -13,10 +13,11 @@ poorly on one 1080p stream.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -64,6 +65,11 @@ def plan(keys: list[tuple[int, float]], duration_s: float, workers: int) -> list
     ]
 
 
+@dataclass(frozen=True)
+class _Done:
+    last_t: float  # a part's last decoded frame's time
+
+
 class _Stopped(Exception):
     """Ends a segment's decoding once the consumer has stopped reading (an error in
     another segment, or a caller that closed the generator)."""
@@ -81,10 +87,27 @@ def _put(out: queue.Queue[object], item: object, stop: threading.Event) -> None:
     raise _Stopped
 
 
+class Emit:
+    """How a part of :func:`in_parallel` hands its frames to the consumer."""
+
+    def __init__(self, out: queue.Queue[object], stop: threading.Event) -> None:
+        self._out, self._stop = out, stop
+
+    def __call__(self, frame: Frame) -> None:
+        """Hand ``frame`` over, waiting while the consumer is behind."""
+        _put(self._out, frame, self._stop)
+
+    def check(self) -> None:
+        """Ends the part (by an exception :func:`in_parallel` expects) once the consumer
+        has stopped reading: called between frames that are not handed over."""
+        if self._stop.is_set():
+            raise _Stopped
+
+
 def _decode(info: MediaInfo, index: VideoIndex, segment: Segment, pictures: Pictures,
-            threads: int, out: queue.Queue[object], stop: threading.Event) -> float:
-    """Put a :class:`Frame` into ``out`` for each chosen frame of ``segment``; return the
-    time (from the video's start) of the last frame decoded."""
+            threads: int, emit: Emit) -> float:
+    """Hand each chosen frame of ``segment`` to ``emit``; return the time (from the video's
+    start) of the last frame decoded."""
     left = {pts for pts in index.chosen if segment.start_s <= index.times[pts] < segment.end_s}
     last_t, decoded = -1.0, 0
     with av.open(str(info.path)) as container:
@@ -95,16 +118,14 @@ def _decode(info: MediaInfo, index: VideoIndex, segment: Segment, pictures: Pict
             container.seek(segment.start_pts, stream=stream, backward=True, any_frame=False)
         try:
             for frame in decode_wanted(container, stream, left):
-                if stop.is_set():
-                    raise _Stopped
+                emit.check()
                 decoded += 1
                 if frame.pts is not None:
                     last_t = max(last_t, index.times.get(frame.pts, last_t))
                 if frame.pts in left:
                     left.discard(frame.pts)
-                    _put(out, Frame(index=index.chosen[frame.pts],
-                                    time_s=max(0.0, index.times[frame.pts]),
-                                    rgb=pictures(frame)), stop)
+                    emit(Frame(index=index.chosen[frame.pts],
+                               time_s=max(0.0, index.times[frame.pts]), rgb=pictures(frame)))
                 if not left or last_t >= segment.end_s:
                     break
         except av.FFmpegError:
@@ -132,16 +153,31 @@ def decode_frames(info: MediaInfo, fps: float, workers: int, threads: int = 0
         return
     pictures = Pictures(info)
     per_segment = threads or max(1, (workers * 2) // len(segments))
-    # a few frames per segment wait for the consumer: decoding never runs far ahead of the
-    # work on the frames (a long video's frames would pile up here)
-    frames: queue.Queue[object] = queue.Queue(maxsize=FRAMES_WAITING * len(segments))
-    stop = threading.Event()
-    done = object()
+    parts = [functools.partial(_decode, info, found, segment, pictures, per_segment)
+             for segment in segments]
+    try:
+        count, last_t = yield from in_parallel(parts)
+    except av.FFmpegError as exc:
+        raise CorruptMediaError(f"{info.path}: video cannot be decoded; damaged file ({exc})"
+                                ) from exc
+    check_ends(info, count, last_t)
 
-    def run(segment: Segment) -> None:
+
+def in_parallel(parts: Sequence[Callable[[Emit], float]]
+                ) -> Generator[Frame, None, tuple[int, float]]:
+    """Run each part in a thread of its own; yield the frames they hand to their ``emit``
+    as they come; return how many, and the latest time any part says it decoded. A part's
+    exception is raised here once the frames before it are yielded; the other parts then
+    stop at their next frame (as they do when the caller stops reading)."""
+    # a few frames per part wait for the consumer: decoding never runs far ahead of the
+    # work on the frames (a long video's frames would pile up here)
+    frames: queue.Queue[object] = queue.Queue(maxsize=FRAMES_WAITING * len(parts))
+    stop = threading.Event()
+    emit = Emit(frames, stop)
+
+    def run(part: Callable[[Emit], float]) -> None:
         try:
-            item: object = (done, _decode(info, found, segment, pictures, per_segment, frames,
-                                          stop))
+            item: object = _Done(part(emit))
         except _Stopped:
             return
         except BaseException as exc:  # reaches the consumer
@@ -149,25 +185,21 @@ def decode_frames(info: MediaInfo, fps: float, workers: int, threads: int = 0
         with contextlib.suppress(_Stopped):
             _put(frames, item, stop)
 
-    count, last_t, running = 0, -math.inf, len(segments)
-    with ThreadPoolExecutor(len(segments), thread_name_prefix="decode") as pool:
-        for segment in segments:
-            pool.submit(run, segment)
+    count, last_t, running = 0, -math.inf, len(parts)
+    with ThreadPoolExecutor(len(parts), thread_name_prefix="decode") as pool:
+        for part in parts:
+            pool.submit(run, part)
         try:
             while running:
                 item = frames.get()
                 if isinstance(item, Frame):
                     count += 1
                     yield item
-                elif isinstance(item, tuple):
+                elif isinstance(item, _Done):
                     running -= 1
-                    last_t = max(last_t, item[1])
-                elif isinstance(item, av.FFmpegError):
-                    raise CorruptMediaError(
-                        f"{info.path}: video cannot be decoded; damaged file ({item})"
-                    ) from item
+                    last_t = max(last_t, item.last_t)
                 elif isinstance(item, BaseException):
                     raise item
         finally:
             stop.set()
-    check_ends(info, count, last_t)
+    return count, last_t
