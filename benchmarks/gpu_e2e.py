@@ -154,16 +154,30 @@ def open_runtime(settings: Any) -> tuple[Any, Any]:
     return runtime, lambda s, store: Analyzer(s, store, runtime)
 
 
-def batcher_stats(runtime: Any) -> dict[str, dict[str, float]]:
-    def of(stats: Any) -> dict[str, float]:
-        return {"batches": stats.batches, "items": stats.items,
-                "mean_batch": round(stats.mean_batch, 2)}
-
-    out = {m.name: of(m.batcher.stats) for m in getattr(runtime, "_served", [])}
+def batcher_stats(runtime: Any) -> dict[str, Any]:
+    """Each batcher's counts so far (Whisper's windows too, from its worker processes)."""
+    out = {m.name: dataclasses.replace(m.batcher.stats, sizes=list(m.batcher.stats.sizes))
+           for m in getattr(runtime, "_served", [])}  # copies: the batchers go on counting
     speech = getattr(runtime, "__dict__", {}).get("speech")
     if hasattr(speech, "stats"):  # Whisper's worker processes: 30 s windows per batch
-        stats = speech.stats()
-        out["whisper-windows"] = {**of(stats), "largest": max(stats.sizes, default=0)}
+        out["whisper-windows"] = speech.stats()
+    return out
+
+
+def batcher_use(before: dict[str, Any], after: dict[str, Any], wall_s: float
+                ) -> dict[str, dict[str, float]]:
+    """What each batcher did between two :func:`batcher_stats`: its batches, items, their
+    mean and largest, and the share of ``wall_s`` spent in its model's calls."""
+    out = {}
+    for name, stats in after.items():
+        was = before.get(name)
+        sizes = stats.sizes[len(was.sizes):] if was else stats.sizes
+        # (checkouts before 2026-12-01 do not time their batches: 0)
+        busy = getattr(stats, "busy_s", 0.0) - (getattr(was, "busy_s", 0.0) if was else 0.0)
+        out[name] = {"batches": len(sizes), "items": sum(sizes),
+                     "mean_batch": round(sum(sizes) / len(sizes), 2) if sizes else 0.0,
+                     "largest": max(sizes, default=0), "busy_s": round(busy, 2),
+                     "busy_pct": round(100 * busy / wall_s, 1)}
     return out
 
 
@@ -206,14 +220,21 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         copies = remux_copies(args.clip, args.clips, work)
         device_index = int(args.device.split(":")[1]) if ":" in args.device else 0
         profile = ThreadProfile() if args.profile else contextlib.nullcontext()
+        before = batcher_stats(runtime)
         with GpuSampler(device_index) as sampler, profile, \
                 ThreadPoolExecutor(args.in_flight) as pool:
             t = time.perf_counter()
-            errors = sum(1 for r in pool.map(lambda p: _safe(analyzer, p), copies) if r)
+            results = list(pool.map(lambda p: _safe(analyzer, p), copies))
             wall = time.perf_counter() - t
-        out["throughput"] = {"clips": len(copies), "in_flight": args.in_flight,
-                             "clips_per_s": round(len(copies) / wall, 3), "errors": errors,
-                             **sampler.result(), "batchers": batcher_stats(runtime)}
+        loaded = [r.timings_s for r in results if isinstance(r, Report)]
+        out["throughput"] = {
+            "clips": len(copies), "in_flight": args.in_flight,
+            "clips_per_s": round(len(copies) / wall, 3),
+            "errors": [r for r in results if isinstance(r, str)], **sampler.result(),
+            # each stage's median time over the clips, under this load
+            "stages_median_s": {k: round(statistics.median(t.get(k, 0.0) for t in loaded), 3)
+                                for k in (loaded[0] if loaded else {})},
+            "batchers": batcher_use(before, batcher_stats(runtime), wall)}
         if isinstance(profile, ThreadProfile):
             out["throughput"]["profile"] = profile.result()
     if torch.cuda.is_available():
@@ -222,11 +243,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
-def _safe(analyzer: Any, path: Path) -> str:
+def _safe(analyzer: Any, path: Path) -> Report | str:
+    """The clip's report, or its error: one bad run must not hide the rest."""
     try:
-        analyzer.analyze(path, force=True)
-        return ""
-    except Exception as exc:  # counted, not fatal: one bad run must not hide the rest
+        return analyzer.analyze(path, force=True).report
+    except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
 
 

@@ -83,6 +83,18 @@ def test_first_frame_waits_at_most_max_wait_for_company() -> None:
     assert time.monotonic() - start < 0.4
 
 
+def test_the_batchers_stats_count_its_batches_and_the_time_in_its_model() -> None:
+    """What a benchmark reads to see how busy a model is: batches, frames, sizes, and the
+    time in the model's calls (here 4 calls of 50 ms each; none while the batcher idles)."""
+    with DynamicBatcher(StandIn(delay_s=0.05), BatcherOptions(max_batch=4, max_wait_s=0.0)
+                        ) as batcher:
+        batcher.run(frames(1, 16))
+        time.sleep(0.3)
+        stats = batcher.stats
+    assert (stats.batches, stats.items, stats.sizes) == (4, 16, [4, 4, 4, 4])
+    assert 0.2 <= stats.busy_s < 0.3
+
+
 def test_a_model_error_reaches_every_video_in_the_batch() -> None:
     model = StandIn()
     with DynamicBatcher(model, BatcherOptions(max_batch=32, max_wait_s=0.3)) as batcher:

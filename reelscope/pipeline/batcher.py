@@ -73,6 +73,7 @@ class BatcherStats:
     items: int = 0
     oom_splits: int = 0
     sizes: list[int] = field(default_factory=list)
+    busy_s: float = 0.0  # time in the model's calls (each batch stacked and run)
 
     @property
     def mean_batch(self) -> float:
@@ -206,6 +207,7 @@ class DynamicBatcher:
             for start in range(0, len(batch), self.batch_limit):
                 self._run(batch[start : start + self.batch_limit])
             return
+        began = time.perf_counter()
         try:
             result = self.model(np.stack([item.data for item in batch]))
         except Exception as exc:
@@ -231,6 +233,7 @@ class DynamicBatcher:
             self.stats.batches += 1
             self.stats.items += len(batch)
             self.stats.sizes.append(len(batch))
+            self.stats.busy_s += time.perf_counter() - began
             for item, row in zip(batch, out, strict=True):
                 request = item.request
                 if request.failed:

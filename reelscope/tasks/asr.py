@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,6 +169,7 @@ class WindowBatches:
             self._stats.batches += 1
             self._stats.items += len(batch)
             self._stats.sizes.append(len(batch))
+        began = time.perf_counter()
         try:
             answers = self._decode(np.stack([w.mel for w in batch]),
                                    [w.language for w in batch])
@@ -175,6 +177,8 @@ class WindowBatches:
             for w in batch:
                 w.error = exc
         else:
+            with self._lock:
+                self._stats.busy_s += time.perf_counter() - began
             for w, answer in zip(batch, answers, strict=True):
                 w.answer = answer
         for w in batch:
