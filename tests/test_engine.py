@@ -491,8 +491,9 @@ def test_the_ocr_models_replay_as_cuda_graphs_and_agree_with_onnx_runtime() -> N
 def test_models_captured_as_cuda_graphs_at_the_same_time_all_keep_their_graphs() -> None:
     """Two models met new shapes in two threads at once (as the OCR models and the
     classifier do when the first videos arrive): each shape of each is captured, and every
-    answer is the module's own. Before captures were taken one at a time, a capture's
-    opening synchronize failed while the other thread captured, and both fell back."""
+    answer is the module's own. Before captures had the GPU to themselves (gpu.gate), a
+    capture's opening synchronize failed while the other thread captured, and both fell
+    back; a warm-up in one thread while the other ended its capture crashed the process."""
     import threading
 
     import torch

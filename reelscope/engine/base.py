@@ -9,11 +9,9 @@ before running, and times itself.
 
 from __future__ import annotations
 
-import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
@@ -36,21 +34,6 @@ if TYPE_CHECKING:
     from reelscope.engine.source import ModelSource
 
 Progress = Callable[[str], None]
-
-_CAPTURE_LOCK = threading.Lock()
-
-
-@contextmanager
-def capturing(graph: Any, pool: Any = None) -> Iterator[None]:
-    """Capture the CUDA work done inside into ``graph``, one capture in the process at a
-    time: ``torch.cuda.graph`` begins with a device-wide synchronize (and frees cached
-    memory), which fails while another thread captures ("operation not permitted when
-    stream is capturing") and spoils that capture. Thread-local mode: meanwhile the other
-    threads' models keep running (replaying graphs, copying results)."""
-    import torch
-
-    with _CAPTURE_LOCK, torch.cuda.graph(graph, pool=pool, capture_error_mode="thread_local"):
-        yield
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ input shape is captured and later calls of that shape replay it, so a module of 
 of small operations costs one launch instead of hundreds of Python calls. A call's batch
 is padded to a power of two (zeros; the rows are independent) so that few shapes are
 captured; past ``max_graphs`` shapes, or when a capture fails (a module that reads a
-value back to the host cannot be captured), calls run eagerly.
+value back to the host cannot be captured), calls run eagerly. A capture has the GPU to
+itself (:mod:`reelscope.gpu.gate`): the process's other model calls and decoders wait.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from reelscope.engine.base import Runner, TensorSpec, capturing, specs_from_profiles
+from reelscope.engine.base import Runner, TensorSpec, specs_from_profiles
 from reelscope.engine.options import Profile
+from reelscope.gpu.gate import GATE, capturing
 
 if TYPE_CHECKING:
     import torch
@@ -44,7 +46,7 @@ class EagerRunner(Runner):
         self.max_graphs = max_graphs
         self._graphs: dict[tuple[tuple[int, ...], ...], tuple[Any, list[Any], list[Any]]] = {}
         self._pool: Any = None
-        self._lock = threading.Lock()  # one replay at a time: the graphs share their memory
+        self._lock = threading.Lock()
 
     @property
     def precision(self) -> str:
@@ -62,7 +64,7 @@ class EagerRunner(Runner):
         self.module = self.module.to(device=self.device, dtype=self.dtype).eval()
 
     def deactivate(self) -> None:
-        with self._lock:
+        with GATE.exclusive():
             self._graphs.clear()
             self._pool = None
 
@@ -74,15 +76,14 @@ class EagerRunner(Runner):
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
-        with torch.inference_mode():
+        with torch.inference_mode(), GATE.shared():
             args = [torch.from_numpy(np.ascontiguousarray(feed[n])).to(self.device,
                                                                         self.dtype)
                     for n in self.input_names]
             if self.cuda_graphs:
-                with self._lock:
-                    replayed = self._replay(args)
-                    if replayed is not None:
-                        return replayed
+                replayed = self._replay(args)
+                if replayed is not None:
+                    return replayed
             outs = _as_list(self.module(*args))
             return {n: o.float().cpu().numpy()
                     for n, o in zip(self.output_names, outs, strict=True)}
@@ -95,27 +96,40 @@ class EagerRunner(Runner):
         key = tuple((padded, *x.shape[1:]) for x in args)
         entry = self._graphs.get(key)
         if entry is None:
-            if len(self._graphs) >= self.max_graphs:
+            # alone on the GPU (no replay of this runner's graphs either), and outside the
+            # runner's lock: a thread that waits for it may hold a shared hold of the gate
+            with GATE.exclusive():
+                entry = self._graphs.get(key) or self._new_graph(key, args, padded)
+            if entry is None:
                 return None
-            static_in = [_pad(x, padded) for x in args]
-            self._warm(static_in)  # an error here is the call's, as it would be eagerly
-            try:
-                entry = self._capture(static_in)
-            except Exception as exc:  # what capture raises varies by module
-                log.warning("eager module on %s not captured as a CUDA graph (%s: %s); its "
-                            "calls run eagerly", self.device, type(exc).__name__, exc)
-                self.cuda_graphs = False
-                self._graphs.clear()
-                return None
-            self._graphs[key] = entry
-        graph, static_in, static_out = entry
-        for dst, src in zip(static_in, args, strict=True):
-            dst[:n].copy_(src)
-            if padded > n:
-                dst[n:].zero_()
-        graph.replay()
-        return {name: o[:n].float().cpu().numpy()
-                for name, o in zip(self.output_names, static_out, strict=True)}
+        with self._lock:  # one replay at a time: the graphs share their memory
+            graph, static_in, static_out = entry
+            for dst, src in zip(static_in, args, strict=True):
+                dst[:n].copy_(src)
+                if padded > n:
+                    dst[n:].zero_()
+            graph.replay()
+            return {name: o[:n].float().cpu().numpy()
+                    for name, o in zip(self.output_names, static_out, strict=True)}
+
+    def _new_graph(self, key: tuple[tuple[int, ...], ...], args: list[torch.Tensor],
+                   padded: int) -> tuple[Any, list[Any], list[Any]] | None:
+        """Capture the graph of ``key`` (the gate held alone); None where calls run
+        eagerly instead (too many shapes, or the module cannot be captured)."""
+        if not self.cuda_graphs or len(self._graphs) >= self.max_graphs:
+            return None
+        static_in = [_pad(x, padded) for x in args]
+        self._warm(static_in)  # an error here is the call's, as it would be eagerly
+        try:
+            entry = self._capture(static_in)
+        except Exception as exc:  # what capture raises varies by module
+            log.warning("eager module on %s not captured as a CUDA graph (%s: %s); its "
+                        "calls run eagerly", self.device, type(exc).__name__, exc)
+            self.cuda_graphs = False
+            self._graphs.clear()
+            return None
+        self._graphs[key] = entry
+        return entry
 
     def _padded(self, n: int) -> int:
         """``n`` up to the next power of two, within the profiles' largest batch."""

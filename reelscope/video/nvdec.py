@@ -23,6 +23,7 @@ from collections.abc import Iterator
 import av
 import numpy as np
 
+from reelscope.gpu.gate import GATE
 from reelscope.report import EngineUse
 from reelscope.video.decode import Frame, Pictures, VideoIndex, check_ends, index_video
 from reelscope.video.media import MediaInfo
@@ -88,10 +89,11 @@ def _decode(info: MediaInfo, index: VideoIndex, device: str, kept: list[int], em
 
     gpu = torch.device(device)
     try:
-        decoder = nvc.SimpleDecoder(str(info.path), gpu_id=gpu.index or 0,
-                                    use_device_memory=True,
-                                    output_color_type=nvc.OutputColorType.RGB)
-        count = len(decoder)
+        with GATE.shared():
+            decoder = nvc.SimpleDecoder(str(info.path), gpu_id=gpu.index or 0,
+                                        use_device_memory=True,
+                                        output_color_type=nvc.OutputColorType.RGB)
+            count = len(decoder)
     except Exception as exc:  # the library raises plain exceptions
         raise NvdecError(f"the decoder cannot open it: {exc}") from exc
     shown = sorted(index.times, key=index.times.__getitem__)  # every frame, in display order
@@ -105,18 +107,21 @@ def _decode(info: MediaInfo, index: VideoIndex, device: str, kept: list[int], em
         for start in range(0, len(kept), BATCH):
             emit.check()
             batch = kept[start : start + BATCH]
-            try:
-                decoded = decoder.get_batch_frames_by_index([position[p] for p in batch])
-                rgb = torch.stack([torch.from_dlpack(f) for f in decoded])  # N, H, W, 3
-            except Exception as exc:
-                raise NvdecError(f"decoding failed: {exc}") from exc
-            if rgb.shape[0] != len(batch) or rgb.shape[-1] != 3:
-                raise NvdecError(f"it gave {tuple(rgb.shape)} for {len(batch)} frames")
-            if (rgb.shape[2], rgb.shape[1]) != (width, height):
-                scaled = F.interpolate(rgb.permute(0, 3, 1, 2).float(), size=(height, width),
-                                       mode="bilinear", antialias=True, align_corners=False)
-                rgb = scaled.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-            host = rgb.contiguous().cpu().numpy()
+            with GATE.shared():  # see gpu.gate: CUDA graph captures wait for this
+                try:
+                    decoded = decoder.get_batch_frames_by_index([position[p] for p in batch])
+                    rgb = torch.stack([torch.from_dlpack(f) for f in decoded])  # N, H, W, 3
+                except Exception as exc:
+                    raise NvdecError(f"decoding failed: {exc}") from exc
+                if rgb.shape[0] != len(batch) or rgb.shape[-1] != 3:
+                    raise NvdecError(f"it gave {tuple(rgb.shape)} for {len(batch)} frames")
+                if (rgb.shape[2], rgb.shape[1]) != (width, height):
+                    scaled = F.interpolate(rgb.permute(0, 3, 1, 2).float(),
+                                           size=(height, width), mode="bilinear",
+                                           antialias=True, align_corners=False)
+                    rgb = scaled.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+                host = rgb.contiguous().cpu().numpy()
+                del decoded, rgb  # the GPU's copies freed inside the gate
             for pts, picture in zip(batch, host, strict=True):
                 last_t = index.times[pts]
                 emit(Frame(index=index.chosen[pts], time_s=max(last_t, 0.0),

@@ -38,13 +38,13 @@ from reelscope.engine.base import (
     Candidate,
     Runner,
     TensorSpec,
-    capturing,
     specs_from_profiles,
 )
 from reelscope.engine.manifest import Manifest, cpu_identity
 from reelscope.engine.onnx_fold import FoldError, fold_shapes
 from reelscope.engine.options import Profile
 from reelscope.errors import EngineError, UnsupportedBuildError
+from reelscope.gpu.gate import GATE, capturing
 
 log = logging.getLogger(__name__)
 
@@ -232,18 +232,22 @@ class TorchRunner(Runner):
         """Inputs already on the device in the engine's dtype; outputs stay there."""
         if self._model is None:
             raise EngineError("torch runner is not active")
-        if not self.cuda_graphs:
-            with _COMPILE_LOCK, torch.no_grad():
-                return _as_list(self._model(*inputs))
-        key = tuple(tuple(x.shape) for x in inputs)
-        if key not in self._graphs:
-            with _COMPILE_LOCK:
-                self._graphs[key] = self._capture(inputs)
-        graph, static_in, static_out = self._graphs[key]
-        for dst, src in zip(static_in, inputs, strict=True):
-            dst.copy_(src)
-        graph.replay()
-        return list(static_out)
+        with GATE.shared():
+            if not self.cuda_graphs:
+                with _COMPILE_LOCK, torch.no_grad():
+                    return _as_list(self._model(*inputs))
+            key = tuple(tuple(x.shape) for x in inputs)
+            if key not in self._graphs:
+                # alone on the GPU; the compile lock after the gate (a thread that holds
+                # it waits for nothing else, see gpu.gate)
+                with GATE.exclusive(), _COMPILE_LOCK:
+                    if key not in self._graphs:
+                        self._graphs[key] = self._capture(inputs)
+            graph, static_in, static_out = self._graphs[key]
+            for dst, src in zip(static_in, inputs, strict=True):
+                dst.copy_(src)
+            graph.replay()
+            return list(static_out)
 
     def _capture(self, inputs: Sequence[torch.Tensor]) -> tuple[Any, list[torch.Tensor], Any]:
         static_in = [x.clone() for x in inputs]
@@ -268,8 +272,9 @@ class TorchRunner(Runner):
         return x.contiguous(memory_format=_layout(self.device, x.ndim))
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outs = self.run_tensors([self.to_device(feed[n]) for n in self.input_names])
-        values = [o.float().cpu().numpy() for o in outs]  # errors: Runner.infer translates
+        with GATE.shared():  # the copies in and out too
+            outs = self.run_tensors([self.to_device(feed[n]) for n in self.input_names])
+            values = [o.float().cpu().numpy() for o in outs]  # errors: Runner.infer translates
         names = self.output_names or tuple(f"output{i}" for i in range(len(values)))
         return dict(zip(names, values, strict=True))
 

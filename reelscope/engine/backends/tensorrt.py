@@ -21,6 +21,7 @@ from reelscope.engine.backends.inductor import gpu_identity, resolve_device
 from reelscope.engine.base import Builder, BuildJob, Candidate, Runner, TensorSpec
 from reelscope.engine.manifest import Manifest
 from reelscope.errors import EngineError, UnsupportedBuildError
+from reelscope.gpu.gate import GATE
 
 WORKSPACE_BYTES = 4 << 30
 _LOGGER = trt.Logger(trt.Logger.WARNING)
@@ -178,6 +179,10 @@ class TensorRTRunner(Runner):
         self._engine = None
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        with GATE.shared():  # see gpu.gate: CUDA graph captures wait for the GPU's work
+            return self._run(feed)
+
+    def _run(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         if self._engine is None or self._context is None:
             raise EngineError("tensorrt runner is not active")
         engine, context = self._engine, self._context
