@@ -10,6 +10,8 @@
 #                                            # this checkout again with each setting
 #   bash scripts/gpu_suite.sh batch CLIP     # benchmarks/batch_scale.py --gpus: reelscope
 #                                            # batch on Ray with 1 GPU, then every GPU
+#   bash scripts/gpu_suite.sh decode CLIP    # benchmarks/decode_segments.py on NVDEC: the
+#                                            # clip's sampled frames, 1, 2, 4, 8 segments
 #   bash scripts/gpu_suite.sh whisper CLIP   # benchmarks/whisper_batches.py: Whisper windows
 #                                            # one by one, a thread each, one batch
 #   bash scripts/gpu_suite.sh copies DIR     # benchmarks/copy_devices.py: the copies made
@@ -47,6 +49,10 @@ case "${1:-}" in
       --in-flight "${IN_FLIGHT:-8}" --cache "$REELSCOPE_CACHE_DIR" \
       --out "$OUT/batch-scale.json" 2>&1 | tee "$OUT/batch-scale.log"
     ;;
+  decode)
+    python3 benchmarks/decode_segments.py --device cuda:0 --clip "$2" --runs "${RUNS:-5}" \
+      --out "$OUT/decode-segments.json" 2>&1 | tee "$OUT/decode-segments.log"
+    ;;
   whisper)
     python3 benchmarks/whisper_batches.py --device cuda:0 --clip "$2" --videos "${VIDEOS:-8}" \
       --repeat "${REPEAT:-5}" --out "$OUT/whisper-batches.json" 2>&1 | tee "$OUT/whisper-batches.log"
@@ -55,5 +61,5 @@ case "${1:-}" in
     python3 benchmarks/copy_devices.py run "$2" --device cuda --device cpu \
       --out "$OUT/copy-devices.json" 2>&1 | tee "$OUT/copy-devices.log"
     ;;
-  *) echo "usage: $0 tests|bench|batch|whisper CLIP|copies DIR" >&2; exit 2 ;;
+  *) echo "usage: $0 tests|bench|batch|decode|whisper CLIP|copies DIR" >&2; exit 2 ;;
 esac
