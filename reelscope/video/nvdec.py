@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 CODECS = frozenset({"h264", "hevc", "vp9", "av1"})
 PIXEL_FORMATS = frozenset({"yuv420p"})  # 8-bit 4:2:0, limited range
 BATCH = 8  # sampled frames asked for at once (their RGB copies held on the GPU together)
+# A video's decoders at once at most: each opens and indexes the file on the CPU. One H200,
+# a 15 s 1080p clip's 30 sampled frames: 0.80 s with one decoder, 0.54 s with 2, 0.55 s with
+# 4, 0.80 s with 8 (benchmarks/results-decode-segments-h200-2026-12-01-42b99e0.json).
+MAX_SEGMENTS = 2
 
 
 class NvdecError(Exception):
@@ -149,7 +153,8 @@ class Decoding:
                 self.why_cpu = "its packets have no timestamps"
             else:
                 try:
-                    for frame in nvdec_frames(self.info, index, self.device, self.segments):
+                    segments = min(self.segments, MAX_SEGMENTS)
+                    for frame in nvdec_frames(self.info, index, self.device, segments):
                         handed.add(frame.index)
                         yield frame
                     return
