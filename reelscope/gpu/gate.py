@@ -8,7 +8,8 @@ thread's capture ("operation not permitted when stream is capturing"), and a mod
 warming up in one thread while another ended its capture crashed the process
 (segmentation fault in ``capture_end``). So a capture waits until no other thread works
 on the GPU, and new work waits until the capture is done. Captures are rare (one per
-new input shape of a model), so the others wait a few hundred milliseconds a few times.
+new input shape of a model, at most a model's ``max_graphs``), so the others wait only
+while a model meets its first inputs of each shape.
 """
 
 from __future__ import annotations

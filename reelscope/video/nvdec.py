@@ -120,10 +120,10 @@ def _decode(info: MediaInfo, index: VideoIndex, device: str, kept: list[int], em
                 if rgb.shape[0] != len(batch) or rgb.shape[-1] != 3:
                     raise NvdecError(f"it gave {tuple(rgb.shape)} for {len(batch)} frames")
                 if (rgb.shape[2], rgb.shape[1]) != (width, height):
-                    scaled = F.interpolate(rgb.permute(0, 3, 1, 2).float(),
-                                           size=(height, width), mode="bilinear",
-                                           antialias=True, align_corners=False)
-                    rgb = scaled.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+                    chw = F.interpolate(rgb.permute(0, 3, 1, 2).float(), size=(height, width),
+                                        mode="bilinear", antialias=True, align_corners=False)
+                    rgb = chw.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+                    del chw
                 host = rgb.contiguous().cpu().numpy()
                 del decoded, rgb  # the GPU's copies freed inside the gate
             for pts, picture in zip(batch, host, strict=True):
