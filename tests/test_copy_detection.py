@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import copyedits as ce
+import cv2
 import pytest
 
 from reelscope.config import Settings
@@ -98,6 +99,38 @@ def test_a_picture_in_picture_copy_is_found(library: Any) -> None:
     best = report.copyright[0]
     assert best.reference_id == ids["bikes"]
     assert best.reference_start_s == pytest.approx(COPY_START_S, abs=0.5)
+
+
+def test_a_querys_inner_pictures_do_not_depend_on_the_order_its_frames_arrive(
+        library: Any) -> None:
+    """A video decoded in segments hands its frames over in an order that varies from run
+    to run. Its inner pictures are found in its first frames by their place in the video:
+    here 16 letterboxed frames, then 8 without bars, handed over last to first, give the
+    same pictures and descriptors as in order."""
+    import numpy as np
+
+    from reelscope.tasks.copydetect import DECIDE_AFTER, Describer
+    from reelscope.video.decode import Frame
+
+    analyzer, _, _ = library
+    footage, fps = ce.read(ce.clip_path("bikes"), 0.0, 6.0)
+    picked = footage[:: max(1, len(footage) // 24)][:24]
+    boxed, _ = ce.letterbox("black")(picked[:DECIDE_AFTER], fps)
+    size = (boxed[0].shape[1], boxed[0].shape[0])
+    frames = [Frame(i, i * 0.5, f) for i, f in enumerate(
+        boxed + [cv2.resize(f, size) for f in picked[DECIDE_AFTER:]])]
+    described = []
+    for order in (frames, frames[::-1]):
+        describer = Describer(analyzer.runtime.classifier, 0.5, inner=True)
+        for frame in order:
+            describer.add(frame)
+        described.append((describer.result(), describer.boxes))
+    (in_order, boxes), (reversed_, reversed_boxes) = described
+    assert boxes and boxes == reversed_boxes  # the bars were found, in both orders
+    assert len(in_order.extra) == len(reversed_.extra) == len(boxes)
+    for a, b in zip((in_order.whole, *in_order.extra), (reversed_.whole, *reversed_.extra),
+                    strict=True):
+        np.testing.assert_allclose(a.astype(np.float32), b.astype(np.float32), atol=2e-3)
 
 
 def test_another_segment_of_the_same_camera_is_not_a_copy(library: Any) -> None:

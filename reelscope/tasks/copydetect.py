@@ -39,7 +39,7 @@ MIN_PATH_S = 2.5  # the shortest copy a path may show
 CTX_WEIGHT = 0.5
 VIEW_SIDE = 256  # frames are searched for inner pictures at this size
 WORK_SIDE = 448  # views are cut from frames shrunk to this size
-DECIDE_AFTER = 16  # frames seen before a query's inner pictures are decided
+DECIDE_AFTER = 16  # a query's inner pictures are decided from its first frames, this many
 INPUT_SIZE = 224
 # the aligned score (path plus change agreement) that unrelated footage stays below and
 # that a typical copy reaches in the benchmark; the reported video score maps them to 0
@@ -140,6 +140,7 @@ class Describer:
         self.boxes: list[Box] | None = None if inner else []
         self.views: list[ClassifyJob] = []
         self._waiting: list[tuple[int, float, np.ndarray]] = []
+        self._first = 0  # frames of index below DECIDE_AFTER among those waiting
 
     def add(self, frame: Frame) -> None:
         small = shrunk(frame.rgb, WORK_SIDE)
@@ -148,14 +149,20 @@ class Describer:
             self.flipped.add_image(frame.index, frame.time_s, squash(small[:, ::-1]))
         if self.boxes is None:
             self._waiting.append((frame.index, frame.time_s, small))
-            if len(self._waiting) >= DECIDE_AFTER:
+            if frame.index < DECIDE_AFTER:
+                self._first += 1
+            if self._first == DECIDE_AFTER:
                 self._decide()
         else:
             self._add_views(frame.index, frame.time_s, small)
 
     def _decide(self) -> None:
-        self.boxes = inner_pictures([small for _, _, small in self._waiting]) \
-            if self._waiting else []
+        """Find the inner pictures in the video's first frames (by their place in it, not
+        by when they arrived: a video decoded in segments hands its frames over in an
+        order that varies from run to run, and so would the pictures found)."""
+        self._waiting.sort(key=lambda item: item[0])
+        first = [small for _, _, small in self._waiting[:DECIDE_AFTER]]
+        self.boxes = inner_pictures(first) if first else []
         self.views = [ClassifyJob(self.classifier) for _ in self.boxes]
         for index, time_s, small in self._waiting:
             self._add_views(index, time_s, small)
