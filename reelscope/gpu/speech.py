@@ -195,10 +195,7 @@ class SpeechProcesses:
 
     def stats(self) -> BatcherStats:
         """How the workers batched the windows they decoded (the items), all together."""
-        each = [w.call("stats").result() for w in self.workers]
-        return BatcherStats(sum(s.batches for s in each), sum(s.items for s in each),
-                            sum(s.oom_splits for s in each), [n for s in each for n in s.sizes],
-                            sum(s.busy_s for s in each))
+        return BatcherStats.combined([w.call("stats").result() for w in self.workers])
 
     def close(self) -> None:
         for worker in self.workers:

@@ -69,15 +69,27 @@ class BatcherOptions:
 
 @dataclass
 class BatcherStats:
-    batches: int = 0
-    items: int = 0
+    sizes: list[int] = field(default_factory=list)  # each batch's items, in order
     oom_splits: int = 0
-    sizes: list[int] = field(default_factory=list)
     busy_s: float = 0.0  # time in the model's calls (each batch stacked and run)
+
+    @property
+    def batches(self) -> int:
+        return len(self.sizes)
+
+    @property
+    def items(self) -> int:
+        return sum(self.sizes)
 
     @property
     def mean_batch(self) -> float:
         return self.items / self.batches if self.batches else 0.0
+
+    @classmethod
+    def combined(cls, each: Sequence[BatcherStats]) -> BatcherStats:
+        """Several batchers' counts as one's (their batches one after another)."""
+        return cls([n for s in each for n in s.sizes], sum(s.oom_splits for s in each),
+                   sum(s.busy_s for s in each))
 
 
 class BatchFuture(Future[np.ndarray]):
@@ -230,8 +242,6 @@ class DynamicBatcher:
                 f"model {self.name!r} returned {len(out)} rows for a batch of {len(batch)}"))
             return
         with self._done:
-            self.stats.batches += 1
-            self.stats.items += len(batch)
             self.stats.sizes.append(len(batch))
             self.stats.busy_s += time.perf_counter() - began
             for item, row in zip(batch, out, strict=True):

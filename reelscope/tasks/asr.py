@@ -166,8 +166,6 @@ class WindowBatches:
         with self._lock:
             batch = self._waiting[: self.max_batch]
             del self._waiting[: self.max_batch]
-            self._stats.batches += 1
-            self._stats.items += len(batch)
             self._stats.sizes.append(len(batch))
         began = time.perf_counter()
         try:
