@@ -8,8 +8,9 @@ Each ``--src`` runs in a process of its own (``PYTHONPATH=SRC``): it checks what
 runtime reads and hears on the sample and the clip, loads the models (building engines
 on the first run of a machine, loading them after), times ``--latency-runs`` analyses of
 the clip one at a time (every time kept) and ``--clips`` distinct copies of it with
-``--in-flight`` at once (GPU utilization and the machine's CPU use sampled meanwhile;
-with ``--profile``, where the process's CPU goes, by ``threadprof.py``), with
+``--in-flight`` at once (a list such as 8,16,32: each in turn; GPU utilization and the
+machine's CPU use sampled meanwhile; with ``--profile``, where the process's CPU goes, by
+``threadprof.py``, the first in turn), with
 ``--naive-runs`` the naive path (each task after decoding, one after another), and, with
 ``--cpu-baseline``, the same code on the CPU; each ``--variant KEY=VALUE`` measures the
 first checkout again with that environment variable set (a setting turned off, to see
@@ -164,10 +165,26 @@ def batcher_stats(runtime: Any) -> dict[str, Any]:
     return out
 
 
-def batcher_use(before: dict[str, Any], after: dict[str, Any], wall_s: float
+def graph_stats(runtime: Any) -> dict[str, tuple[int, float]]:
+    """Each served model's CUDA graphs so far: (shapes captured, seconds spent capturing,
+    the wait for the GPU to itself included); checkouts before 2026-12-01 keep none."""
+    out = {}
+    for m in getattr(runtime, "_served", []):
+        runner = getattr(m.runner, "primary", m.runner)  # the engine behind its guard
+        graphs = getattr(runner, "graph_cache", None)
+        if graphs is not None:
+            out[m.name] = (len(graphs), graphs.capture_s)
+    return out
+
+
+def batcher_use(before: dict[str, Any], after: dict[str, Any], wall_s: float,
+                graphs_before: dict[str, tuple[int, float]] | None = None,
+                graphs_after: dict[str, tuple[int, float]] | None = None,
                 ) -> dict[str, dict[str, float]]:
     """What each batcher did between two :func:`batcher_stats`: its batches, items, their
-    mean and largest, and the share of ``wall_s`` spent in its model's calls."""
+    mean and largest, and the share of ``wall_s`` spent in its model's calls; with
+    :func:`graph_stats` before and after, the CUDA graphs its model captured meanwhile and
+    the time that took."""
     out = {}
     for name, stats in after.items():
         was = before.get(name)
@@ -178,6 +195,11 @@ def batcher_use(before: dict[str, Any], after: dict[str, Any], wall_s: float
                      "mean_batch": round(sum(sizes) / len(sizes), 2) if sizes else 0.0,
                      "largest": max(sizes, default=0), "busy_s": round(busy, 2),
                      "busy_pct": round(100 * busy / wall_s, 1)}
+        if graphs_after and name in graphs_after:
+            shapes, capture_s = graphs_after[name]
+            had, had_s = (graphs_before or {}).get(name, (0, 0.0))
+            out[name].update(graphs=shapes, graphs_captured=shapes - had,
+                             capture_s=round(capture_s - had_s, 3))
     return out
 
 
@@ -218,28 +240,42 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         out["naive"] = {"median_s": statistics.median(naive_times), "times_s": naive_times}
     if args.clips:
         copies = remux_copies(args.clip, args.clips, work)
-        device_index = int(args.device.split(":")[1]) if ":" in args.device else 0
-        profile = ThreadProfile() if args.profile else contextlib.nullcontext()
-        before = batcher_stats(runtime)
-        with GpuSampler(device_index) as sampler, profile, \
-                ThreadPoolExecutor(args.in_flight) as pool:
-            t = time.perf_counter()
-            results = list(pool.map(lambda p: _safe(analyzer, p), copies))
-            wall = time.perf_counter() - t
-        loaded = [r.timings_s for r in results if isinstance(r, Report)]
-        out["throughput"] = {
-            "clips": len(copies), "in_flight": args.in_flight,
-            "clips_per_s": round(len(copies) / wall, 3),
-            "errors": [r for r in results if isinstance(r, str)], **sampler.result(),
-            # each stage's median time over the clips, under this load
-            "stages_median_s": {k: round(statistics.median(t.get(k, 0.0) for t in loaded), 3)
-                                for k in (loaded[0] if loaded else {})},
-            "batchers": batcher_use(before, batcher_stats(runtime), wall)}
-        if isinstance(profile, ThreadProfile):
-            out["throughput"]["profile"] = profile.result()
+        loads = [int(n) for n in str(args.in_flight).split(",")]
+        out["throughput"] = throughput(args, runtime, analyzer, copies, loads[0],
+                                       args.profile)
+        if loads[1:]:  # the same clips with more (or fewer) in flight
+            out["throughput_more"] = [throughput(args, runtime, analyzer, copies, n, False)
+                                      for n in loads[1:]]
+    out["graphs"] = graph_stats(runtime)
     if torch.cuda.is_available():
         out["gpu"] = torch.cuda.get_device_name(0)
     runtime.close()
+    return out
+
+
+def throughput(args: argparse.Namespace, runtime: Any, analyzer: Any, copies: list[Path],
+               in_flight: int, profiled: bool) -> dict[str, Any]:
+    """``copies`` analyzed ``in_flight`` at a time: clips/s, the machine's CPU and the GPU's
+    use, each stage's median under this load, each batcher's use."""
+    device_index = int(args.device.split(":")[1]) if ":" in args.device else 0
+    profile = ThreadProfile() if profiled else contextlib.nullcontext()
+    before, graphs_before = batcher_stats(runtime), graph_stats(runtime)
+    with GpuSampler(device_index) as sampler, profile, ThreadPoolExecutor(in_flight) as pool:
+        t = time.perf_counter()
+        results = list(pool.map(lambda p: _safe(analyzer, p), copies))
+        wall = time.perf_counter() - t
+    loaded = [r.timings_s for r in results if isinstance(r, Report)]
+    out = {
+        "clips": len(copies), "in_flight": in_flight,
+        "clips_per_s": round(len(copies) / wall, 3),
+        "errors": [r for r in results if isinstance(r, str)], **sampler.result(),
+        # each stage's median time over the clips, under this load
+        "stages_median_s": {k: round(statistics.median(t.get(k, 0.0) for t in loaded), 3)
+                            for k in (loaded[0] if loaded else {})},
+        "batchers": batcher_use(before, batcher_stats(runtime), wall, graphs_before,
+                                graph_stats(runtime))}
+    if isinstance(profile, ThreadProfile):
+        out["profile"] = profile.result()
     return out
 
 
@@ -347,7 +383,8 @@ def main() -> None:
         p.add_argument("--device", default="cuda:0")
         p.add_argument("--latency-runs", type=int, default=10)
         p.add_argument("--clips", type=int, default=24)
-        p.add_argument("--in-flight", type=int, default=8)
+        p.add_argument("--in-flight", default="8",
+                       help="videos analyzed at once; several (8,16,32): each in turn")
         p.add_argument("--profile", action="store_true",
                        help="where the CPU goes during the throughput run (threadprof.py); "
                             "its clips/s are then not a timed figure")

@@ -7,8 +7,9 @@ hit, no kernel is generated or tuned again (``TorchRunner.cache_hits`` counts
 them). AOTInductor packages would need no compile step at all, but loading one
 crashed under torch 2.11 (BENCHMARKS.md). On CUDA,
 4-D inputs use the channels-last layout (tensor-core convolutions), the weights
-are cast to fp16/bf16 as asked, and each batch size's launches are captured
-once into a CUDA graph and replayed. ONNX sources are converted with onnx2torch.
+are cast to fp16/bf16 as asked, and calls replay CUDA graphs
+(:class:`reelscope.gpu.graphs.CudaGraphs`: one per batch size, padded to a power of
+two). ONNX sources are converted with onnx2torch.
 int8 is refused: PyTorch has no int8 convolution kernels that Inductor uses on CUDA.
 """
 
@@ -44,7 +45,8 @@ from reelscope.engine.manifest import Manifest, cpu_identity
 from reelscope.engine.onnx_fold import FoldError, fold_shapes
 from reelscope.engine.options import Profile
 from reelscope.errors import EngineError, UnsupportedBuildError
-from reelscope.gpu.gate import GATE, capturing
+from reelscope.gpu.gate import GATE
+from reelscope.gpu.graphs import CudaGraphs, as_list
 
 log = logging.getLogger(__name__)
 
@@ -186,13 +188,14 @@ class TorchRunner(Runner):
         self.device = device
         self._precision = precision
         self.dtype = DTYPES[precision]
-        self.cuda_graphs = cuda_graphs and device.startswith("cuda")
         self.input_names = tuple(input_names) or tuple(p.name for p in profiles)
         self.output_names = tuple(output_names)
         self.load_seconds = 0.0
         self.cache_hits = self.cache_misses = 0
         self._model: CompiledProgram | None = None
-        self._graphs: dict[tuple[tuple[int, ...], ...], tuple[Any, list[torch.Tensor], Any]] = {}
+        top = max((p.max[0] for p in profiles), default=0)  # 0: no padding
+        self.graph_cache = CudaGraphs(self._compiled, top, name=f"torch engine on {device}")
+        self.graph_cache.enabled = cuda_graphs and device.startswith("cuda")
 
     @property
     def precision(self) -> str:
@@ -225,44 +228,30 @@ class TorchRunner(Runner):
         self.load_seconds = time.perf_counter() - start
 
     def deactivate(self) -> None:
-        self._graphs.clear()
+        self.graph_cache.clear()
         self._model = None
+
+    @property
+    def cuda_graphs(self) -> bool:
+        """Whether calls replay CUDA graphs (false once a capture failed)."""
+        return self.graph_cache.enabled
+
+    @property
+    def graphs(self) -> int:
+        """Batch sizes captured so far."""
+        return len(self.graph_cache)
+
+    def _compiled(self, *inputs: torch.Tensor) -> Any:
+        if self._model is None:
+            raise EngineError("torch runner is not active")
+        with _COMPILE_LOCK:  # a call may compile: a new shape's guards
+            return self._model(*inputs)
 
     def run_tensors(self, inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Inputs already on the device in the engine's dtype; outputs stay there."""
-        if self._model is None:
-            raise EngineError("torch runner is not active")
-        with GATE.shared():
-            if not self.cuda_graphs:
-                with _COMPILE_LOCK, torch.no_grad():
-                    return _as_list(self._model(*inputs))
-            key = tuple(tuple(x.shape) for x in inputs)
-            if key not in self._graphs:
-                # alone on the GPU; the compile lock after the gate (a thread that holds
-                # it waits for nothing else, see gpu.gate)
-                with GATE.exclusive(), _COMPILE_LOCK:
-                    if key not in self._graphs:
-                        self._graphs[key] = self._capture(inputs)
-            graph, static_in, static_out = self._graphs[key]
-            for dst, src in zip(static_in, inputs, strict=True):
-                dst.copy_(src)
-            graph.replay()
-            return list(static_out)
-
-    def _capture(self, inputs: Sequence[torch.Tensor]) -> tuple[Any, list[torch.Tensor], Any]:
-        static_in = [x.clone() for x in inputs]
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        model = self._model
-        assert model is not None
-        with torch.cuda.stream(side), torch.no_grad():
-            for _ in range(2):  # warm-up outside the graph (workspace allocation)
-                model(*static_in)
-        torch.cuda.current_stream().wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with capturing(graph), torch.no_grad():
-            static_out = _as_list(model(*static_in))
-        return graph, static_in, static_out
+        with GATE.shared(), torch.no_grad():
+            outs = self.graph_cache.run(inputs, torch.clone) if self.cuda_graphs else None
+            return outs if outs is not None else as_list(self._compiled(*inputs))
 
     def to_device(self, arr: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(arr))
@@ -350,10 +339,6 @@ def _private_caches(folder: str) -> Iterator[None]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-
-
-def _as_list(out: Any) -> list[torch.Tensor]:
-    return list(out) if isinstance(out, list | tuple) else [out]
 
 
 @contextlib.contextmanager
