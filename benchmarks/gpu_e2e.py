@@ -165,21 +165,22 @@ def batcher_stats(runtime: Any) -> dict[str, Any]:
     return out
 
 
-def graph_stats(runtime: Any) -> dict[str, tuple[int, float]]:
-    """Each served model's CUDA graphs so far: (shapes captured, seconds spent capturing,
-    the wait for the GPU to itself included); checkouts before 2026-12-01 keep none."""
+def graph_stats(runtime: Any) -> dict[str, tuple[int, float, float]]:
+    """Each served model's CUDA graphs so far: (shapes captured, seconds waiting for the
+    GPU to itself to capture, seconds capturing); checkouts before 2026-12-01 keep none."""
     out = {}
     for m in getattr(runtime, "_served", []):
         runner = getattr(m.runner, "primary", m.runner)  # the engine behind its guard
         graphs = getattr(runner, "graph_cache", None)
         if graphs is not None:
-            out[m.name] = (len(graphs), graphs.capture_s)
+            out[m.name] = (len(graphs), round(getattr(graphs, "wait_s", 0.0), 3),
+                           round(graphs.capture_s, 3))
     return out
 
 
 def batcher_use(before: dict[str, Any], after: dict[str, Any], wall_s: float,
-                graphs_before: dict[str, tuple[int, float]] | None = None,
-                graphs_after: dict[str, tuple[int, float]] | None = None,
+                graphs_before: dict[str, tuple[int, float, float]] | None = None,
+                graphs_after: dict[str, tuple[int, float, float]] | None = None,
                 ) -> dict[str, dict[str, float]]:
     """What each batcher did between two :func:`batcher_stats`: its batches, items, their
     mean and largest, and the share of ``wall_s`` spent in its model's calls; with
@@ -196,9 +197,10 @@ def batcher_use(before: dict[str, Any], after: dict[str, Any], wall_s: float,
                      "largest": max(sizes, default=0), "busy_s": round(busy, 2),
                      "busy_pct": round(100 * busy / wall_s, 1)}
         if graphs_after and name in graphs_after:
-            shapes, capture_s = graphs_after[name]
-            had, had_s = (graphs_before or {}).get(name, (0, 0.0))
+            shapes, wait_s, capture_s = graphs_after[name]
+            had, had_wait_s, had_s = (graphs_before or {}).get(name, (0, 0.0, 0.0))
             out[name].update(graphs=shapes, graphs_captured=shapes - had,
+                             capture_wait_s=round(wait_s - had_wait_s, 3),
                              capture_s=round(capture_s - had_s, 3))
     return out
 

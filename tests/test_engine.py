@@ -535,18 +535,19 @@ def test_models_captured_as_cuda_graphs_at_the_same_time_all_keep_their_graphs()
 def test_a_torch_engine_serves_every_batch_size_from_few_cuda_graphs(
         photos: Path, tmp_path: Path) -> None:
     """A batcher merging the videos in flight makes batches of every size up to its cap,
-    and each new shape's capture has the GPU to itself (gpu.gate). Batches of 1 to 9
-    pictures replay 5 graphs (batches padded to 1, 2, 4, 8, 16), and each picture's
-    answer in a batch is the one it gets alone."""
+    and a capture has the GPU to itself (gpu.gate). The engine captures its 6 graphs as it
+    loads (batches padded to 1, 2, 4, 8, 16, 32), batches of 1 to 9 pictures replay
+    them, and each picture's answer in a batch is the one it gets alone."""
     out = tmp_path / "tiny-cuda.engine"
     compiler.build("engine_models:tiny_cnn", out, compiler.options_from_dict({
         "backend": "torch", "precision": "fp16", "device": "cuda", "profiles": [TINY_PROFILE],
         "calibration": {"holdout_source": str(photos)}}))
     pictures = np.random.default_rng(0).uniform(-1, 1, (9, 3, 64, 64)).astype(np.float32)
     with compiler.load(out, device="cuda") as engine:
+        assert engine.runner.graphs == 6  # type: ignore[attr-defined]
         alone = [engine.infer({"input": p[None]})["logits"][0] for p in pictures]
         for n in range(1, 10):
             logits = engine.infer({"input": pictures[:n]})["logits"]
             assert logits.shape == (n, 10)
             assert float(np.abs(logits - np.stack(alone[:n])).max()) < 0.05, n
-        assert engine.runner.cuda_graphs and engine.runner.graphs == 5  # type: ignore[attr-defined]
+        assert engine.runner.cuda_graphs and engine.runner.graphs == 6  # type: ignore[attr-defined]

@@ -44,7 +44,8 @@ class CudaGraphs:
         self.max_graphs = max_graphs
         self.name = name
         self.enabled = True
-        self.capture_s = 0.0  # spent capturing, the wait for the GPU to itself included
+        self.wait_s = 0.0  # spent waiting for the GPU to itself, to capture
+        self.capture_s = 0.0  # spent capturing (the module's two warm-up calls included)
         self._graphs: dict[Shape, tuple[Any, list[Any], list[Any]]] = {}
         self._pool: Any = None
         self._lock = threading.Lock()  # one replay at a time: the graphs share their memory
@@ -69,12 +70,12 @@ class CudaGraphs:
         if entry is None:
             if not self.enabled or len(self._graphs) >= self.max_graphs:
                 return None
-            start = time.perf_counter()
             # alone on the GPU (no replay of these graphs either), and outside the replay
             # lock: a thread that waits for it may hold a shared hold of the gate
+            start = time.perf_counter()
             with GATE.exclusive():
+                self.wait_s += time.perf_counter() - start
                 entry = self._graphs.get(key) or self._new(key, args, padded)
-            self.capture_s += time.perf_counter() - start
             if entry is None:
                 return None
         with self._lock:
@@ -86,10 +87,31 @@ class CudaGraphs:
             graph.replay()
             return [take(o[:n]) for o in static_out]
 
+    def prepare(self, inputs: Callable[[int], Sequence[torch.Tensor]]) -> None:
+        """Capture now every batch a call can be padded to (1, 2, 4, ... up to the
+        largest), ``inputs(n)`` giving a call's inputs of batch n: for a model whose inputs
+        differ only in their batch, so that no capture waits for the GPU under traffic."""
+        start = time.perf_counter()
+        with GATE.exclusive():
+            self.wait_s += time.perf_counter() - start
+            for n in _powers(self.top):
+                args = inputs(n)
+                key = tuple(tuple(x.shape) for x in args)
+                if key not in self._graphs and self._new(key, args, n) is None:
+                    return
+
     def _new(self, key: Shape, args: Sequence[torch.Tensor],
              padded: int) -> tuple[Any, list[Any], list[Any]] | None:
         if not self.enabled or len(self._graphs) >= self.max_graphs:
             return None
+        start = time.perf_counter()
+        try:
+            return self._capture(key, args, padded)
+        finally:
+            self.capture_s += time.perf_counter() - start
+
+    def _capture(self, key: Shape, args: Sequence[torch.Tensor],
+                 padded: int) -> tuple[Any, list[Any], list[Any]] | None:
         import torch
 
         static_in = [_pad(x, padded) for x in args]
@@ -118,14 +140,31 @@ class CudaGraphs:
         return entry
 
 
+def _powers(top: int) -> list[int]:
+    """1, 2, 4, ... up to ``top`` (``top`` itself last where it is no power of two)."""
+    out, n = [], 1
+    while n < top:
+        out.append(n)
+        n *= 2
+    return [*out, top]
+
+
 def as_list(out: Any) -> list[Any]:
     return list(out) if isinstance(out, list | tuple) else [out]
 
 
 def _pad(x: torch.Tensor, n: int) -> torch.Tensor:
-    """``x`` with zero rows added to a batch of ``n`` (a copy: the graph's own input)."""
+    """``x`` with zero rows added to a batch of ``n``, in its layout (channels-last
+    stays so): a copy, the graph's own input."""
     import torch
 
     if x.shape[0] == n:
         return x.clone()
-    return torch.cat([x, x.new_zeros((n - x.shape[0], *x.shape[1:]))])
+    layout = (torch.channels_last if x.dim() == 4
+              and x.is_contiguous(memory_format=torch.channels_last)
+              else torch.contiguous_format)
+    out = torch.empty((n, *x.shape[1:]), dtype=x.dtype, device=x.device,
+                      memory_format=layout)
+    out[x.shape[0]:].zero_()
+    out[: x.shape[0]].copy_(x)
+    return out
