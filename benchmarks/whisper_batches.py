@@ -4,7 +4,11 @@ on one device, in one run: the time of each way and whether each window's tokens
 ones it gets alone.
 
     python benchmarks/whisper_batches.py [--device cpu|cuda:0] [--videos 4] [--repeat 3]
-        [--out results.json]
+        [--busy] [--out results.json]
+
+``--busy`` (a GPU): the batch again while other work keeps the GPU partly busy, the way
+the analysis's picture models do, from a thread of this process and then from another
+process (which has a CUDA context of its own: the GPU time-slices between contexts).
 
 Audio: the sample clip's speech and the LibriVox readings of Debian's
 pocketsphinx-testdata, or the speech of the videos given by ``--clip`` (the GPU machine
@@ -26,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from machine import describe, stamp
@@ -65,6 +70,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--clip", type=Path, action="append", default=[],
                     help="a video whose speech to use instead of the LibriVox readings")
+    ap.add_argument("--busy", action="store_true",
+                    help="the batch again beside other GPU work: a thread, a process")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     import torch
@@ -118,9 +125,55 @@ def main() -> None:
         result[name] = {"median_s": statistics.median(times), "times_s": times,
                         "same_tokens_as_alone": same}
         print(name, result[name], flush=True)
+    if args.busy and cuda:
+        result["one_batch_beside"] = beside(batch, alone, args.device, args.repeat)
     print(describe(head["machine"]))
     if args.out:
         args.out.write_text(json.dumps(result, indent=1))
+
+
+def busy_loop(device: str, stop: Any) -> None:
+    """Small convolution batches with a copy back to the host after each and a pause
+    between them: about what the picture models' batchers ask of the GPU."""
+    import torch
+
+    net = torch.nn.Sequential(*(torch.nn.Conv2d(32, 32, 3, padding=1) for _ in range(8)))
+    net = net.to(device).half().eval()
+    x = torch.randn(8, 32, 128, 128, device=device, dtype=torch.half)
+    with torch.inference_mode():
+        while not stop.is_set():
+            net(x).float().mean().item()
+            time.sleep(0.002)
+
+
+def beside(batch: Callable[[], list[tuple[str, list[int]]]],
+           alone: list[tuple[str, list[int]]], device: str, repeat: int
+           ) -> dict[str, object]:
+    """The batch's times beside :func:`busy_loop` in a thread, then in another process."""
+    import multiprocessing
+
+    out: dict[str, object] = {}
+    for where in ("thread", "process"):
+        if where == "thread":
+            stop: Any = threading.Event()
+            worker: Any = threading.Thread(target=busy_loop, args=(device, stop))
+        else:
+            ctx = multiprocessing.get_context("spawn")
+            stop = ctx.Event()
+            worker = ctx.Process(target=busy_loop, args=(device, stop))
+        worker.start()
+        time.sleep(5.0)  # started, its CUDA context made
+        times, same = [], True
+        for _ in range(repeat):
+            start = time.perf_counter()
+            same = same and batch() == alone
+            times.append(round(time.perf_counter() - start, 3))
+        stop.set()
+        worker.join()
+        out[where] = {"median_s": statistics.median(times), "times_s": times,
+                      "same_tokens_as_alone": same}
+        print("one_batch beside a busy", where, out[where], flush=True)
+    return out
 
 
 if __name__ == "__main__":

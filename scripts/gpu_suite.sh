@@ -55,7 +55,7 @@ case "${1:-}" in
     ;;
   whisper)
     python3 benchmarks/whisper_batches.py --device cuda:0 --clip "$2" --videos "${VIDEOS:-8}" \
-      --repeat "${REPEAT:-5}" --out "$OUT/whisper-batches.json" 2>&1 | tee "$OUT/whisper-batches.log"
+      --repeat "${REPEAT:-5}" ${BUSY:+--busy} --out "$OUT/whisper-batches.json" 2>&1 | tee "$OUT/whisper-batches.log"
     ;;
   copies)
     python3 benchmarks/copy_devices.py run "$2" --device cuda --device cpu \
