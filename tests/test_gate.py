@@ -1,5 +1,6 @@
 """The GPU gate: model calls and decoding share the GPU, a CUDA graph capture has it to
-itself (reelscope.gpu.gate). Threads stand in for the batchers and decoders."""
+itself (reelscope.gpu.gate). Threads stand in for the batchers and decoders. And the
+batch sizes CUDA graphs are captured for (reelscope.gpu.graphs)."""
 
 from __future__ import annotations
 
@@ -96,3 +97,15 @@ def test_calls_that_capture_from_inside_their_work_do_not_wait_for_each_other() 
     assert sorted(captures) == [0, 1]
     with gate.exclusive():  # and the gate is free again
         pass
+
+
+def test_batches_are_padded_to_few_sizes() -> None:
+    """A batcher's batches of every size from 1 to its cap meet few CUDA graphs: each is
+    padded to a power of two, within the largest batch the model takes."""
+    from reelscope.gpu.graphs import batch_sizes, padded_batch
+
+    assert [padded_batch(n, 32) for n in (1, 2, 3, 5, 9, 17, 32)] == [1, 2, 4, 8, 16, 32, 32]
+    assert [padded_batch(n, 24) for n in (9, 17, 24)] == [16, 24, 24]
+    assert {padded_batch(n, 24) for n in range(1, 25)} == set(batch_sizes(24))
+    assert batch_sizes(24) == [1, 2, 4, 8, 16, 24]
+    assert padded_batch(7, 0) == 7 and batch_sizes(0) == []  # no largest batch known: no padding

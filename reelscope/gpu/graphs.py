@@ -94,7 +94,7 @@ class CudaGraphs:
         start = time.perf_counter()
         with GATE.exclusive():
             self.wait_s += time.perf_counter() - start
-            for n in _powers(self.top):
+            for n in batch_sizes(self.top):
                 args = inputs(n)
                 key = tuple(tuple(x.shape) for x in args)
                 if key not in self._graphs and self._new(key, args, n) is None:
@@ -140,13 +140,14 @@ class CudaGraphs:
         return entry
 
 
-def _powers(top: int) -> list[int]:
-    """1, 2, 4, ... up to ``top`` (``top`` itself last where it is no power of two)."""
+def batch_sizes(top: int) -> list[int]:
+    """Every batch :func:`padded_batch` gives: 1, 2, 4, ... up to ``top`` (``top`` itself
+    last where it is no power of two); none where no largest batch is known (0)."""
     out, n = [], 1
     while n < top:
         out.append(n)
         n *= 2
-    return [*out, top]
+    return [*out, top] if top >= 1 else []
 
 
 def as_list(out: Any) -> list[Any]:
