@@ -16,13 +16,13 @@ import numpy as np
 from reelscope.engine.base import Runner, TensorSpec, specs_from_profiles
 from reelscope.engine.options import Profile
 from reelscope.gpu.gate import GATE
-from reelscope.gpu.graphs import CudaGraphs, as_list
+from reelscope.gpu.graphs import CudaGraphs, WithGraphs, as_list
 
 if TYPE_CHECKING:
     import torch
 
 
-class EagerRunner(Runner):
+class EagerRunner(Runner, WithGraphs):
     NAME = "torch-eager"
 
     def __init__(self, module: torch.nn.Module, input_names: Sequence[str],
@@ -57,16 +57,6 @@ class EagerRunner(Runner):
 
     def deactivate(self) -> None:
         self.graph_cache.clear()
-
-    @property
-    def cuda_graphs(self) -> bool:
-        """Whether calls replay CUDA graphs (false once a capture failed)."""
-        return self.graph_cache.enabled
-
-    @property
-    def graphs(self) -> int:
-        """Input shapes captured so far."""
-        return len(self.graph_cache)
 
     def _infer(self, feed: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch

@@ -140,6 +140,22 @@ class CudaGraphs:
         return entry
 
 
+class WithGraphs:
+    """A runner whose calls may replay the CUDA graphs of its ``graph_cache``."""
+
+    graph_cache: CudaGraphs
+
+    @property
+    def cuda_graphs(self) -> bool:
+        """Whether calls replay CUDA graphs (false once a capture failed)."""
+        return self.graph_cache.enabled
+
+    @property
+    def graphs(self) -> int:
+        """Input shapes captured so far."""
+        return len(self.graph_cache)
+
+
 def batch_sizes(top: int) -> list[int]:
     """Every batch :func:`padded_batch` gives: 1, 2, 4, ... up to ``top`` (``top`` itself
     last where it is no power of two); none where no largest batch is known (0)."""

@@ -46,7 +46,7 @@ from reelscope.engine.onnx_fold import FoldError, fold_shapes
 from reelscope.engine.options import Profile
 from reelscope.errors import EngineError, UnsupportedBuildError
 from reelscope.gpu.gate import GATE
-from reelscope.gpu.graphs import CudaGraphs, as_list
+from reelscope.gpu.graphs import CudaGraphs, WithGraphs, as_list
 
 log = logging.getLogger(__name__)
 
@@ -177,7 +177,7 @@ class TorchBuilder(Builder):
                            output_names=manifest.outputs)
 
 
-class TorchRunner(Runner):
+class TorchRunner(Runner, WithGraphs):
     NAME = "torch"
 
     def __init__(self, payload: bytes, profiles: tuple[Profile, ...], precision: str,
@@ -237,16 +237,6 @@ class TorchRunner(Runner):
     def deactivate(self) -> None:
         self.graph_cache.clear()
         self._model = None
-
-    @property
-    def cuda_graphs(self) -> bool:
-        """Whether calls replay CUDA graphs (false once a capture failed)."""
-        return self.graph_cache.enabled
-
-    @property
-    def graphs(self) -> int:
-        """Batch sizes captured so far."""
-        return len(self.graph_cache)
 
     def _compiled(self, *inputs: torch.Tensor) -> Any:
         if self._model is None:
