@@ -134,7 +134,8 @@ def main() -> None:
 
 def busy_loop(device: str, stop: Any) -> None:
     """Small convolution batches with a copy back to the host after each and a pause
-    between them: about what the picture models' batchers ask of the GPU."""
+    between them: work of the picture models' kind (how closely it matches their load
+    is not measured)."""
     import torch
 
     net = torch.nn.Sequential(*(torch.nn.Conv2d(32, 32, 3, padding=1) for _ in range(8)))
@@ -166,8 +167,9 @@ def beside(batch: Callable[[], list[tuple[str, list[int]]]],
         times, same = [], True
         for _ in range(repeat):
             start = time.perf_counter()
-            same = same and batch() == alone
+            got = batch()
             times.append(round(time.perf_counter() - start, 3))
+            same = same and got == alone
         stop.set()
         worker.join()
         out[where] = {"median_s": statistics.median(times), "times_s": times,

@@ -13,7 +13,8 @@
 #   bash scripts/gpu_suite.sh decode CLIP    # benchmarks/decode_segments.py on NVDEC: the
 #                                            # clip's sampled frames, 1, 2, 4, 8 segments
 #   bash scripts/gpu_suite.sh whisper CLIP   # benchmarks/whisper_batches.py: Whisper windows
-#                                            # one by one, a thread each, one batch
+#                                            # one by one, a thread each, one batch; BUSY=1:
+#                                            # the batch beside other GPU work too
 #   bash scripts/gpu_suite.sh copies DIR     # benchmarks/copy_devices.py: the copies made
 #                                            # here in DIR, matched on CUDA and on the CPU
 # Results go to $OUT (the device tool brings them back). The machine's copy of the work tree
