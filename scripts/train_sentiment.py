@@ -60,6 +60,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
+CACHE = Path(tempfile.gettempdir()) / "reelscope-sentiment-train"  # fetched data, vectors
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT))
 
@@ -249,9 +250,9 @@ def embed_all(texts: list[str], cache: Path) -> np.ndarray:
 class Head(torch.nn.Module):
     """What :class:`reelscope.tasks.sentiment.SentimentHead` computes, trainable."""
 
-    def __init__(self, hidden: int) -> None:
+    def __init__(self, hidden: int, inputs: int = 512 + LEXICON_FEATURES) -> None:
         super().__init__()
-        self.mlp = torch.nn.Sequential(torch.nn.Linear(512 + LEXICON_FEATURES, hidden),
+        self.mlp = torch.nn.Sequential(torch.nn.Linear(inputs, hidden),
                                        torch.nn.ReLU(),
                                        torch.nn.Dropout(0.2),
                                        torch.nn.Linear(hidden, len(CLASSES)))
@@ -264,9 +265,9 @@ class Head(torch.nn.Module):
 
 
 def train_head(texts: list[str], x: np.ndarray, y: np.ndarray, hidden: int, epochs: int,
-               seed: int) -> dict[str, np.ndarray]:
+               seed: int, inputs: int = 512 + LEXICON_FEATURES) -> dict[str, np.ndarray]:
     torch.manual_seed(seed)
-    net = Head(hidden)
+    net = Head(hidden, inputs)
     opt = torch.optim.AdamW([{"params": net.mlp.parameters(), "weight_decay": 1e-2},
                              {"params": net.grams.parameters(), "weight_decay": 0.0}],
                             lr=2e-3)
@@ -356,8 +357,7 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--cache", type=Path,
-                    default=Path(tempfile.gettempdir()) / "reelscope-sentiment-train")
+    ap.add_argument("--cache", type=Path, default=CACHE)
     args = ap.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
     print(describe(stamp()["machine"]), flush=True)

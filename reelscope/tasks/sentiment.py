@@ -204,7 +204,10 @@ class SentimentHead:
 
     def probabilities(self, texts: Sequence[str], languages: Sequence[str],
                       vectors: np.ndarray) -> np.ndarray:
-        rows = head_inputs(texts, languages, vectors)
+        return self.probabilities_of(texts, head_inputs(texts, languages, vectors))
+
+    def probabilities_of(self, texts: Sequence[str], rows: np.ndarray) -> np.ndarray:
+        """From the network's input rows (:func:`head_inputs`) and the texts' n-grams."""
         logits = np.maximum(rows @ self.w1 + self.b1, 0.0) @ self.w2 + self.b2
         for row, text in enumerate(texts):
             ids = gram_ids(text)
