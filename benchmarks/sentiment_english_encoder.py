@@ -1,7 +1,7 @@
 """Would an English sentence encoder lift English sentiment? An experiment, not the product.
 
     .venv/bin/python benchmarks/sentiment_english_encoder.py \
-        --out benchmarks/results-sentiment-english-encoder-YYYY-MM-DD.json [--epochs 2]
+        --out benchmarks/results-english-encoder-YYYY-MM-DD.json [--epochs 2]
 
 reelscope's sentiment head (``scripts/train_sentiment.py``) reads the multilingual
 Universal Sentence Encoder's vector; in English it scores 73.7% on its held-out set, where
