@@ -269,7 +269,7 @@ def main() -> None:
     en_train = [i for i, lg in enumerate(tr_langs) if lg == "en"]
 
     def accuracy(probs: np.ndarray) -> float:
-        return round(float((probs.argmax(1) == gold).mean()), 4)
+        return ts.accuracy(probs.argmax(1).tolist(), gold.tolist())
 
     result: dict[str, Any] = {**head_stamp, "command": " ".join(
         ["benchmarks/sentiment_english_encoder.py", *sys.argv[1:]]),

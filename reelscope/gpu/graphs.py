@@ -65,7 +65,7 @@ class CudaGraphs:
         overwrite them; None where the call is to run eagerly instead."""
         n = int(args[0].shape[0])
         padded = padded_batch(n, self.top)
-        key = tuple((padded, *x.shape[1:]) for x in args)
+        key = _key(args, padded)
         entry = self._graphs.get(key)
         if entry is None:
             if not self.enabled or len(self._graphs) >= self.max_graphs:
@@ -96,7 +96,7 @@ class CudaGraphs:
             self.wait_s += time.perf_counter() - start
             for n in batch_sizes(self.top):
                 args = inputs(n)
-                key = tuple(tuple(x.shape) for x in args)
+                key = _key(args, n)
                 if key not in self._graphs and self._new(key, args, n) is None:
                     return
 
@@ -164,6 +164,11 @@ def batch_sizes(top: int) -> list[int]:
         out.append(n)
         n *= 2
     return [*out, top] if top >= 1 else []
+
+
+def _key(args: Sequence[torch.Tensor], batch: int) -> Shape:
+    """A graph's key: its inputs' shapes with the batch they are padded to."""
+    return tuple((batch, *x.shape[1:]) for x in args)
 
 
 def as_list(out: Any) -> list[Any]:
